@@ -1,0 +1,1 @@
+"""Latency/FPS/memory benchmarks (not built yet: see the benchmarks issue)."""

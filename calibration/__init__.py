@@ -1,0 +1,1 @@
+"""INT8 calibration (not built yet: see the precision issue)."""

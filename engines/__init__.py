@@ -1,0 +1,1 @@
+"""ONNX -> TensorRT engines (not built yet: see the TensorRT issue)."""

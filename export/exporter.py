@@ -1,0 +1,174 @@
+"""Export a SAM 2 model to the four ONNX graphs, constants and manifest, verified on the spot."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+from tqdm import tqdm
+
+from sam2rt import __version__, contract as C
+from sam2rt.errors import Sam2rtError
+from sam2rt.export.checkpoints import ModelSource, build_model
+from sam2rt.export.image_encoder import ImageEncoderGraph
+from sam2rt.export.mask_decoder import MaskDecoderGraph
+from sam2rt.export.memory_attention import MemoryAttentionGraph
+from sam2rt.export.memory_encoder import MemoryEncoderGraph
+from sam2rt.export.verify import format_table, verify_graphs
+from sam2rt.manifest import TRACKING_KEYS, write_manifest
+
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export. Exactly one of ``checkpoint`` / ``random_seed``; CLI flags map onto these fields."""
+
+    model: str
+    out: Path
+    image_size: int = 1024
+    checkpoint: Path | None = None
+    random_seed: int | None = None
+    verify: bool = True
+    bank: C.BankConfig = field(default_factory=C.BankConfig)
+
+
+def _example_inputs(image_size: int, bank: C.BankConfig) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Tracing inputs with every dynamic dim > 1 so the exporter cannot specialise on it."""
+    d = C.resolve_dims(image_size)
+    h, h2, h4, hw = d["h"], d["h2"], d["h4"], d["hw"]
+    B, N, M, P = 2, 3, bank.memory_slots, bank.ptr_slots
+    feat = torch.zeros(1, C.HIDDEN_DIM, h, h)
+    flags = torch.tensor([True, False])
+    return {
+        "image_encoder": (torch.zeros(1, 3, image_size, image_size),),
+        "memory_attention": (feat, torch.zeros(M, B, hw, C.MEM_DIM), torch.ones(M, B, dtype=torch.bool),
+                             torch.zeros(M, B, dtype=torch.int32), torch.zeros(P, B, C.HIDDEN_DIM),
+                             torch.ones(P, B, dtype=torch.bool), torch.zeros(P, B)),
+        "mask_decoder": (torch.zeros(B, C.HIDDEN_DIM, h, h), torch.zeros(1, 32, h4, h4), torch.zeros(1, 64, h2, h2),
+                         torch.zeros(B, N, 2), torch.ones(B, N, dtype=torch.int32), torch.zeros(B, 1, h4, h4),
+                         flags, flags),
+        "memory_encoder": (feat, torch.zeros(B, 1, h4, h4), flags, torch.zeros(B, 1)),
+    }
+
+
+def _wrappers(model, image_size: int) -> dict[str, Callable[[], torch.nn.Module]]:
+    return {
+        "image_encoder": lambda: ImageEncoderGraph(model),
+        "memory_attention": lambda: MemoryAttentionGraph(model, image_size),
+        "mask_decoder": lambda: MaskDecoderGraph(model),
+        "memory_encoder": lambda: MemoryEncoderGraph(model),
+    }
+
+
+def export_graph(module: torch.nn.Module, spec: C.GraphSpec, args: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Trace one wrapper to ONNX with the contract's names and dynamic axes, then run the ONNX checker."""
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
+        torch.onnx.export(module.eval(), args, str(path), input_names=spec.input_names,
+                          output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(),
+                          opset_version=OPSET, dynamo=False)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _constants(model) -> dict[str, np.ndarray]:
+    t = {
+        "no_obj_ptr": model.no_obj_ptr.reshape(-1),
+        "mask_downsample_weight": model.mask_downsample.weight,
+        "mask_downsample_bias": model.mask_downsample.bias,
+    }
+    return {k: v.detach().float().numpy() for k, v in t.items()}
+
+
+def _tracking_settings(model) -> dict:
+    return {k: getattr(model, k) for k in TRACKING_KEYS}
+
+
+def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Path], verification: dict) -> dict:
+    dims = C.resolve_dims(cfg.image_size)
+    graphs = {}
+    for spec in C.GRAPHS:
+        graphs[spec.name] = {
+            "file": spec.filename,
+            "sha256": _sha256(files[spec.name]),
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.inputs],
+            "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.outputs],
+        }
+    bank = asdict(cfg.bank)
+    return {
+        "format": C.MANIFEST_FORMAT,
+        "model": {"name": source.name, "version": source.version, "config": source.config,
+                  "image_size": cfg.image_size},
+        "source": {"checkpoint_sha256": source.checkpoint_sha256, "random_seed": source.random_seed},
+        "precision": "fp32",
+        "opset": OPSET,
+        "exporter": {"sam2rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "sam2": dist_version("sam2"), "onnxruntime": dist_version("onnxruntime")},
+        "bank": bank,
+        "tracking": _tracking_settings(model),
+        "constants": C.CONSTANTS_NAME,
+        "graphs": graphs,
+        "verification": verification,
+    }
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".sam2rt-write-test-")
+        probe.close()
+    except OSError as e:
+        raise Sam2rtError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") from None
+
+
+def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
+    """Build the model, export, verify and write everything into ``cfg.out``; returns the manifest path.
+
+    Files are written into a temporary directory beside ``cfg.out`` and moved in only when every graph
+    passed verification, so a failed export leaves nothing half-written.
+    """
+    C.check_image_size(cfg.image_size)
+    _check_out_dir(cfg.out)
+    model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
+    inputs = _example_inputs(cfg.image_size, cfg.bank)
+    wrappers = _wrappers(model, cfg.image_size)
+    with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:
+        tmp = Path(tmp)
+        files = {}
+        for spec in tqdm(C.GRAPHS, desc=f"export {cfg.model} @ {cfg.image_size}", unit="graph"):
+            files[spec.name] = tmp / spec.filename
+            export_graph(wrappers[spec.name](), spec, inputs[spec.name], files[spec.name])
+        np.savez(tmp / C.CONSTANTS_NAME, **_constants(model))
+        verification: dict = {"skipped": True}
+        if cfg.verify:
+            checks = verify_graphs(model, tmp, cfg.bank)
+            log(format_table(checks))
+            verification = {name: c.as_json() for name, c in checks.items()}
+            failed = [name for name, c in checks.items() if not c.passed]
+            if failed:
+                raise Sam2rtError(
+                    f"verification failed for {', '.join(failed)}: ONNX Runtime differs from PyTorch by more than "
+                    f"the tolerance (see the table); nothing was written to {cfg.out}. Please report this with the "
+                    "model name and image size, or re-run with --no-verify to inspect the graphs."
+                )
+        write_manifest(tmp / C.MANIFEST_NAME, _manifest(cfg, source, model, files, verification))
+        for f in [*files.values(), tmp / C.CONSTANTS_NAME, tmp / C.MANIFEST_NAME]:
+            shutil.move(str(f), cfg.out / f.name)  # same filesystem: a rename; the manifest last
+    return cfg.out / C.MANIFEST_NAME

@@ -1,0 +1,164 @@
+"""Export wrapper: memory attention over a fixed-capacity, masked memory bank.
+
+The official code concatenates only the memories that exist; here every slot is present and invalid
+ones get an additive -inf-like bias on the attention logits, which gives the same softmax over the
+valid keys. RoPE uses real cos/sin tables (the exporter cannot handle complex tensors).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+_MASKED = torch.finfo(torch.float32).min
+
+
+def _rope_tables(attn: nn.Module, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of the official axial RoPE for a side x side grid: two ``(side*side, head_dim/2)`` tables."""
+    freqs = attn.compute_cis(end_x=side, end_y=side)  # the module's own dim and theta  # (side*side, d/2) complex
+    return freqs.real.float().contiguous(), freqs.imag.float().contiguous()
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of ``x (B, heads, L, D)`` by angles with cos/sin ``(L, D/2)``."""
+    pairs = x.reshape(*x.shape[:-1], -1, 2)  # (B, heads, L, D/2, 2)
+    re, im = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
+    return out.flatten(-2)
+
+
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    b, t, c = x.shape
+    return x.reshape(b, t, n, c // n).transpose(1, 2)  # (B, heads, T, C/heads)
+
+
+def _project(attn: nn.Module, proj: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return _heads(proj(x), attn.num_heads)
+
+
+def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention of headed ``q (B,n,T,d)`` over ``k, v (B,n,K,d)``, bias ``(B,1,1,K)``, then out_proj."""
+    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, n, T, K)
+    if bias is not None:
+        logits = logits + bias
+    out = torch.softmax(logits, dim=-1) @ v
+    b, n, t, d = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
+
+
+def rope_self_attention(attn: nn.Module, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The official RoPEAttention when queries and keys are the same hw tokens."""
+    q = _rotate(_project(attn, attn.q_proj, qk), cos, sin)
+    k = _rotate(_project(attn, attn.k_proj, qk), cos, sin)
+    return _attend(attn, q, k, _project(attn, attn.v_proj, v), None)
+
+
+def rope_cross_attention(
+    attn: nn.Module,
+    q: torch.Tensor,  # (B, hw, 256)
+    k_frames: torch.Tensor,  # (B, M*hw, 64): memory frames, rotated like the query (rope_k_repeat)
+    k_ptrs: torch.Tensor,  # (B, Kp, 64): pointer tokens, not rotated (num_k_exclude_rope)
+    v: torch.Tensor,  # (B, M*hw + Kp, 64)
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    bias: torch.Tensor,  # (B, 1, 1, M*hw + Kp)
+) -> torch.Tensor:
+    """The official RoPEAttention for cross-attention to memories, with masked keys."""
+    q = _rotate(_project(attn, attn.q_proj, q), cos, sin)
+    kf = _project(attn, attn.k_proj, k_frames)  # (B, n, M*hw, d)
+    b, n, _, d = kf.shape
+    kf = _rotate(kf.reshape(b, n, -1, cos.shape[0], d), cos, sin).reshape(b, n, -1, d)
+    k = torch.cat([kf, _project(attn, attn.k_proj, k_ptrs)], dim=2)
+    return _attend(attn, q, k, _project(attn, attn.v_proj, v), bias)
+
+
+class MemoryAttentionGraph(nn.Module):
+    """Condition the current frame's feature on each object's memory bank (see contract MEMORY_ATTENTION)."""
+
+    def __init__(self, model: nn.Module, image_size: int) -> None:
+        super().__init__()
+        assert model.directly_add_no_mem_embed, "every official config adds no_mem_embed directly"
+        self.model = model
+        side = image_size // 16
+        neck_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, model.hidden_dim, side, side))
+        mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, side, side))
+        layer = model.memory_attention.layers[0]
+        self_cos, self_sin = _rope_tables(layer.self_attn, side)
+        cross_cos, cross_sin = _rope_tables(layer.cross_attn_image, side)
+        self.register_buffer("curr_pos", neck_pos.flatten(2).transpose(1, 2))  # (1, hw, 256)
+        self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2)[0])  # (hw, 64)
+        self.register_buffer("self_cos", self_cos)
+        self.register_buffer("self_sin", self_sin)
+        self.register_buffer("cross_cos", cross_cos)
+        self.register_buffer("cross_sin", cross_sin)
+
+    def _pointer_tokens(self, obj_ptrs: torch.Tensor, obj_ptr_tpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split each 256-d pointer into 64-d tokens, as the official code does: ``(B, P*4, 64)`` twice."""
+        m = self.model
+        P, B, C = obj_ptrs.shape
+        split = C // m.mem_dim
+        if m.add_tpos_enc_to_obj_ptrs:
+            tpos_dim = C if m.proj_tpos_enc_in_obj_ptrs else m.mem_dim
+            pos = m.obj_ptr_tpos_proj(get_1d_sine_pe(obj_ptr_tpos, dim=tpos_dim))  # (P, B, 64)
+        else:
+            pos = obj_ptrs.new_zeros(P, B, m.mem_dim)
+        tokens = obj_ptrs.reshape(P, B, split, m.mem_dim).permute(1, 0, 2, 3).reshape(B, P * split, m.mem_dim)
+        pos = pos.permute(1, 0, 2).repeat_interleave(split, dim=1)  # (B, P*split, 64)
+        return tokens, pos
+
+    def forward(
+        self,
+        vision_feat: torch.Tensor,  # (1, 256, h, h)
+        memory: torch.Tensor,  # (M, B, hw, 64)
+        memory_valid: torch.Tensor,  # (M, B) bool
+        memory_tpos: torch.Tensor,  # (M, B) int32
+        obj_ptrs: torch.Tensor,  # (P, B, 256)
+        obj_ptr_valid: torch.Tensor,  # (P, B) bool
+        obj_ptr_tpos: torch.Tensor,  # (P, B) float32
+    ) -> torch.Tensor:
+        m, attn = self.model, self.model.memory_attention
+        M, B, HW, Cm = memory.shape
+        C, side = vision_feat.shape[1], vision_feat.shape[-1]
+        curr = vision_feat.flatten(2).transpose(1, 2).expand(B, HW, C)  # (B, hw, 256)
+
+        tpos = m.maskmem_tpos_enc.reshape(-1, Cm)[memory_tpos.long()]  # (M, B, 64)
+        mem = memory.permute(1, 0, 2, 3).reshape(B, M * HW, Cm)
+        mem_pos = (self.mem_pos + tpos.unsqueeze(2)).permute(1, 0, 2, 3).reshape(B, M * HW, Cm)
+        ptr_tok, ptr_pos = self._pointer_tokens(obj_ptrs, obj_ptr_tpos)
+        valid = torch.cat(
+            [
+                memory_valid.transpose(0, 1).unsqueeze(-1).expand(B, M, HW).reshape(B, M * HW),
+                obj_ptr_valid.transpose(0, 1).repeat_interleave(C // Cm, dim=1),
+            ],
+            dim=1,
+        )  # (B, K)
+        bias = torch.where(valid, 0.0, _MASKED)[:, None, None, :]  # (B, 1, 1, K)
+
+        out = curr + 0.1 * self.curr_pos if attn.pos_enc_at_input else curr
+        for layer in attn.layers:
+            out = self._layer(layer, out, (mem, mem_pos), (ptr_tok, ptr_pos), bias)
+        out = attn.norm(out)
+
+        has_memory = valid.any(dim=1)[:, None, None]  # (B, 1, 1)
+        out = torch.where(has_memory, out, curr + m.no_mem_embed)
+        return out.transpose(1, 2).reshape(B, C, side, side)
+
+    def _layer(self, layer, tgt, frames, ptrs, bias):
+        """One MemoryAttentionLayer: RoPE self-attention, masked RoPE cross-attention, MLP."""
+        x = layer.norm1(tgt)
+        qk = x + self.curr_pos if layer.pos_enc_at_attn else x
+        tgt = tgt + rope_self_attention(layer.self_attn, qk, x, self.self_cos, self.self_sin)
+        x = layer.norm2(tgt)
+        q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
+        (mem, mem_pos), (ptr, ptr_pos) = frames, ptrs
+        if layer.pos_enc_at_cross_attn_keys:
+            kf, kp = mem + mem_pos, ptr + ptr_pos
+        else:
+            kf, kp = mem, ptr
+        v = torch.cat([mem, ptr], dim=1)
+        tgt = tgt + rope_cross_attention(layer.cross_attn_image, q, kf, kp, v, self.cross_cos, self.cross_sin, bias)
+        x = layer.norm3(tgt)
+        return tgt + layer.linear2(layer.activation(layer.linear1(x)))

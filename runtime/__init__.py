@@ -1,0 +1,1 @@
+"""Backends, memory bank, video predictor and stream tracker. Imports no torch."""

@@ -1,0 +1,191 @@
+"""The graph contract: the one definition of the four graphs' inputs and outputs, and the manifest.
+
+The exporter, the engine builder and the runtime all read these specs; nothing else spells a tensor
+name. Shapes use symbols that are resolved per model with :func:`resolve_dims`:
+
+====  =========================================================================================
+S     model input size (image_size, 1024 by default)
+h     S // 16, the side of the stride-16 feature map (64 at 1024 px); ``hw`` is h * h
+h2    2 * h (stride-8 high-res feature), h4 = 4 * h (stride-4 feature and low-res mask logits)
+B     objects (dynamic): all objects of a frame go through a graph in one call
+N     prompt points per object (dynamic)
+M     memory slots (dynamic): conditioning slots + recent slots
+P     object-pointer slots (dynamic)
+====  =========================================================================================
+
+Memory layout is slot-major, ``(M, B, hw, 64)``: one slot is one contiguous ``(B, hw, 64)`` block, so the
+memory encoder's output (``(B, hw, 64)``) is written straight into its slot by IO binding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Union
+
+from sam2rt.errors import Sam2rtError
+
+Dim = Union[int, str]
+
+HIDDEN_DIM = 256  # transformer width of every SAM 2 model
+MEM_DIM = 64  # memory feature width after the memory encoder's out_proj
+NO_OBJ_SCORE = -1024.0  # mask logits of an object judged absent (official NO_OBJ_SCORE)
+MANIFEST_NAME = "manifest.json"
+CONSTANTS_NAME = "constants.npz"
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, numpy dtype name and symbolic shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    doc: str = ""
+
+    def resolve(self, dims: Mapping[str, int]) -> tuple[int | str, ...]:
+        """Concrete shape; dynamic symbols (B, N, M, P) stay as strings unless given in ``dims``."""
+        return tuple(dims.get(d, d) if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A graph: file name stem, inputs and outputs in order."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """ONNX dynamic axes: every symbolic dim that is not spatial."""
+        axes: dict[str, dict[int, str]] = {}
+        for t in self.inputs + self.outputs:
+            dyn = {i: d for i, d in enumerate(t.shape) if d in DYNAMIC_DIMS}
+            if dyn:
+                axes[t.name] = dyn
+        return axes
+
+
+DYNAMIC_DIMS = ("B", "N", "M", "P")
+
+
+def resolve_dims(image_size: int) -> dict[str, int]:
+    """Spatial symbols for one image size."""
+    h = image_size // 16
+    return {"S": image_size, "h": h, "h2": 2 * h, "h4": 4 * h, "hw": h * h}
+
+
+def _t(name: str, dtype: str, shape: tuple[Dim, ...], doc: str) -> TensorSpec:
+    return TensorSpec(name, dtype, shape, doc)
+
+
+IMAGE_ENCODER = GraphSpec(
+    name="image_encoder",
+    inputs=(_t("image", "float32", (1, 3, "S", "S"), "RGB frame resized to S x S, /255, ImageNet-normalised"),),
+    outputs=(
+        _t("vision_feat", "float32", (1, HIDDEN_DIM, "h", "h"), "stride-16 backbone feature (no memory)"),
+        _t("feat_s0", "float32", (1, 32, "h4", "h4"), "stride-4 feature after the decoder's conv_s0"),
+        _t("feat_s1", "float32", (1, 64, "h2", "h2"), "stride-8 feature after the decoder's conv_s1"),
+    ),
+)
+
+MEMORY_ATTENTION = GraphSpec(
+    name="memory_attention",
+    inputs=(
+        _t("vision_feat", "float32", (1, HIDDEN_DIM, "h", "h"), "current frame's feature, shared by all objects"),
+        _t("memory", "float32", ("M", "B", "hw", MEM_DIM), "memory bank, slot-major"),
+        _t("memory_valid", "bool", ("M", "B"), "slot holds a memory for this object"),
+        _t("memory_tpos", "int32", ("M", "B"), "index into maskmem_tpos_enc: num_maskmem - 1 - t_pos (6 = conditioning)"),
+        _t("obj_ptrs", "float32", ("P", "B", HIDDEN_DIM), "object-pointer bank"),
+        _t("obj_ptr_valid", "bool", ("P", "B"), "pointer slot is filled"),
+        _t("obj_ptr_tpos", "float32", ("P", "B"), "temporal distance / (min(num_frames, max_obj_ptrs) - 1)"),
+    ),
+    outputs=(
+        _t("conditioned_feat", "float32", ("B", HIDDEN_DIM, "h", "h"),
+           "feature fused with memory; vision_feat + no_mem_embed for an object with an empty bank"),
+    ),
+)
+
+MASK_DECODER = GraphSpec(
+    name="mask_decoder",
+    inputs=(
+        _t("image_embed", "float32", ("B", HIDDEN_DIM, "h", "h"), "conditioned_feat (or vision_feat for mask prompts)"),
+        _t("feat_s0", "float32", (1, 32, "h4", "h4"), "from the image encoder"),
+        _t("feat_s1", "float32", (1, 64, "h2", "h2"), "from the image encoder"),
+        _t("point_coords", "float32", ("B", "N", 2), "x, y in model-input pixels (0..S); box corners first"),
+        _t("point_labels", "int32", ("B", "N"), "1 positive, 0 negative, 2/3 box corners, -1 padding"),
+        _t("mask_input", "float32", ("B", 1, "h4", "h4"), "mask logits prompt (previous low-res logits)"),
+        _t("has_mask_input", "bool", ("B",), "use mask_input; otherwise the no-mask embedding"),
+        _t("multimask", "bool", ("B",), "pick the best of 3 masks; otherwise the single mask with stability fallback"),
+    ),
+    outputs=(
+        _t("low_res_masks", "float32", ("B", 1, "h4", "h4"), "selected mask logits, NO_OBJ_SCORE where the object is absent"),
+        _t("iou", "float32", ("B", 1), "predicted IoU of the selected mask"),
+        _t("obj_ptr", "float32", ("B", HIDDEN_DIM), "object pointer, gated by the object score"),
+        _t("object_score_logits", "float32", ("B", 1), "object present when > 0"),
+    ),
+)
+
+MEMORY_ENCODER = GraphSpec(
+    name="memory_encoder",
+    inputs=(
+        _t("vision_feat", "float32", (1, HIDDEN_DIM, "h", "h"), "current frame's feature (no memory)"),
+        _t("mask_logits", "float32", ("B", 1, "h4", "h4"), "low-res mask logits, upsampled to S x S inside"),
+        _t("binarize", "bool", ("B",), "binarise the mask (frames with point prompts) instead of sigmoid"),
+        _t("object_score_logits", "float32", ("B", 1), "adds the no-object embedding where <= 0"),
+    ),
+    outputs=(
+        _t("memory", "float32", ("B", "hw", MEM_DIM), "memory features (float32; the bank rounds them to bfloat16 on store)"),
+    ),
+)
+
+GRAPHS: tuple[GraphSpec, ...] = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
+GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
+
+# Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
+CONSTANTS = {
+    "no_obj_ptr": "(256,) pointer of an absent object",
+    "mask_downsample_weight": "(1, 1, 4, 4) conv turning an S x S mask prompt into decoder mask input",
+    "mask_downsample_bias": "(1,)",
+}
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """Memory-bank capacities recorded in the manifest (and used for TensorRT profiles).
+
+    cond_slots: conditioning frames attended to (closest ones when there are more).
+    recent_slots: non-conditioning frames (num_maskmem - 1 = 6 in every official model).
+    ptr_slots: object pointers (conditioning + up to max_obj_ptrs_in_encoder - 1 past frames).
+    """
+
+    cond_slots: int = 4
+    recent_slots: int = 6
+    ptr_slots: int = 19
+    max_objects: int = 16
+    max_points: int = 16
+
+    @property
+    def memory_slots(self) -> int:
+        return self.cond_slots + self.recent_slots
+
+
+def check_image_size(image_size: int) -> None:
+    """Raise unless the Hiera backbone can take ``image_size``."""
+    if not isinstance(image_size, int) or image_size < 128 or image_size % 32:
+        raise Sam2rtError(
+            f"image size {image_size!r} is not supported: it must be a multiple of 32 and at least 128 "
+            "(the backbone's last stage has stride 32); 512 and 1024 are common choices"
+        )

@@ -1,0 +1,105 @@
+"""manifest.json: what a model directory holds, written by the exporter and checked by every loader."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sam2rt import contract as C
+from sam2rt.errors import Sam2rtError
+
+# Model settings the runtime needs to reproduce the official predictor's tracking logic.
+TRACKING_KEYS = (
+    "num_maskmem",
+    "max_obj_ptrs_in_encoder",
+    "max_cond_frames_in_attn",
+    "memory_temporal_stride_for_eval",
+    "only_obj_ptrs_in_the_past_for_eval",
+    "use_signed_tpos_enc_to_obj_ptrs",
+    "use_obj_ptrs_in_encoder",
+    "multimask_output_in_sam",
+    "multimask_output_for_tracking",
+    "multimask_min_pt_num",
+    "multimask_max_pt_num",
+    "use_mask_input_as_output_without_sam",
+    "pred_obj_scores",
+    "fixed_no_obj_ptr",
+    "soft_no_obj_ptr",
+    "fill_hole_area",
+    "non_overlap_masks",
+    "clear_non_cond_mem_around_input",
+    "add_all_frames_to_correct_as_cond",
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest. ``raw`` keeps every field; the properties are what loaders use."""
+
+    path: Path
+    raw: dict[str, Any]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def image_size(self) -> int:
+        return int(self.raw["model"]["image_size"])
+
+    @property
+    def model_name(self) -> str:
+        return str(self.raw["model"]["name"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.raw.get("precision", "fp32"))
+
+    @property
+    def tracking(self) -> dict[str, Any]:
+        return dict(self.raw["tracking"])
+
+    @property
+    def bank(self) -> C.BankConfig:
+        return C.BankConfig(**self.raw["bank"])
+
+    def graph_path(self, name: str) -> Path:
+        return self.directory / self.raw["graphs"][name]["file"]
+
+    @property
+    def constants_path(self) -> Path:
+        return self.directory / self.raw["constants"]
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` as pretty JSON (the caller makes the write atomic)."""
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+
+
+def load_manifest(model_dir: str | Path) -> Manifest:
+    """Read and check ``model_dir/manifest.json``; every problem is a Sam2rtError saying what to do."""
+    model_dir = Path(model_dir)
+    path = model_dir / C.MANIFEST_NAME
+    hint = f"export a model first: sam2rt export --model sam2.1_hiera_tiny --out {model_dir}"
+    if not path.is_file():
+        raise Sam2rtError(f"{model_dir} has no {C.MANIFEST_NAME}; {hint}")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise Sam2rtError(f"{path} is not valid JSON ({e}); {hint}") from None
+    missing = [k for k in ("format", "model", "graphs", "tracking", "bank", "constants") if k not in raw]
+    if missing:
+        raise Sam2rtError(f"{path} lacks {', '.join(missing)}; it was not written by this sam2rt. {hint}")
+    if raw["format"] != C.MANIFEST_FORMAT:
+        raise Sam2rtError(f"{path} has manifest format {raw['format']}, this sam2rt reads {C.MANIFEST_FORMAT}; {hint}")
+    manifest = Manifest(path=path, raw=raw)
+    for spec in C.GRAPHS:
+        if spec.name not in raw["graphs"]:
+            raise Sam2rtError(f"{path} lists no {spec.name} graph; {hint}")
+        if not manifest.graph_path(spec.name).is_file():
+            raise Sam2rtError(f"{manifest.graph_path(spec.name)} is missing; {hint}")
+    if not manifest.constants_path.is_file():
+        raise Sam2rtError(f"{manifest.constants_path} is missing; {hint}")
+    return manifest

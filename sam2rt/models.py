@@ -1,0 +1,49 @@
+"""The official SAM 2 / SAM 2.1 models: names, hydra configs, checkpoint URLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sam2rt.errors import Sam2rtError
+
+_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One official model.
+
+    name: the user-facing name, e.g. ``sam2.1_hiera_tiny``.
+    config: the hydra config inside the official ``sam2`` package.
+    url: Meta's public checkpoint URL.
+    version: ``"2.0"`` or ``"2.1"``.
+    """
+
+    name: str
+    config: str
+    url: str
+    version: str
+
+
+def _model(version: str, size: str, short: str) -> ModelInfo:
+    if version == "2.1":
+        name, config, release = f"sam2.1_hiera_{size}", f"configs/sam2.1/sam2.1_hiera_{short}.yaml", "092824"
+    else:
+        name, config, release = f"sam2_hiera_{size}", f"configs/sam2/sam2_hiera_{short}.yaml", "072824"
+    return ModelInfo(name=name, config=config, url=f"{_BASE_URL}/{release}/{name}.pt", version=version)
+
+
+_SIZES = [("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l")]
+MODELS: dict[str, ModelInfo] = {
+    m.name: m for version in ("2.1", "2.0") for size, short in _SIZES for m in [_model(version, size, short)]
+}
+
+
+def model_info(name: str) -> ModelInfo:
+    """Look a model up by name; unknown names raise with the list of valid ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise Sam2rtError(
+            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
+        ) from None
