@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sam2rt.contract import check_image_size
 from sam2rt.errors import Sam2rtError
 from sam2rt.models import model_info
 
@@ -177,14 +178,6 @@ def download(
 # --------------------------------------------------------------------------- build
 
 
-def _validate_image_size(image_size: int) -> None:
-    if type(image_size) is not int or image_size < 128 or image_size % 32:
-        raise Sam2rtError(
-            f"invalid image size {image_size!r}: it must be a multiple of 32 and at least 128 "
-            "(the Hiera trunk tiles 8x8 windows at stride 4 and ends at stride 32), e.g. 512 or 1024"
-        )
-
-
 def _validate_choice(checkpoint: Path | None, random_seed: int | None) -> None:
     if (checkpoint is None) == (random_seed is None):
         raise Sam2rtError("give exactly one weight source: a checkpoint (`--checkpoint PATH`) "
@@ -220,7 +213,7 @@ def build_model(
     import torch
 
     info = model_info(name)
-    _validate_image_size(image_size)
+    check_image_size(image_size)
     _validate_choice(checkpoint, random_seed)
     state_dict = _read_checkpoint(Path(checkpoint), name) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import warnings
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
-from sam2rt.export.checkpoints import ModelSource, build_model
+from sam2rt.export.checkpoints import ModelSource, build_model, sha256_file
 from sam2rt.export.image_encoder import ImageEncoderGraph
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_attention import MemoryAttentionGraph
@@ -77,15 +76,33 @@ def export_graph(module: torch.nn.Module, spec: C.GraphSpec, args: tuple[torch.T
         torch.onnx.export(module.eval(), args, str(path), input_names=spec.input_names,
                           output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(),
                           opset_version=OPSET, dynamo=False)
+    _restore_unused_inputs(path, spec, args)
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_ONNX_TYPES = {"float32": onnx.TensorProto.FLOAT, "int32": onnx.TensorProto.INT32, "bool": onnx.TensorProto.BOOL}
+
+
+def _restore_unused_inputs(path: Path, spec: C.GraphSpec, args: tuple[torch.Tensor, ...]) -> None:
+    """Put back contract inputs the tracer dropped because a model variant ignores them.
+
+    SAM 2.0 has no temporal pointer encoding and no no-object spatial embedding, so ``obj_ptr_tpos`` and the
+    memory encoder's ``object_score_logits`` are unused there; every model still gets the same interface.
+    """
+    model = onnx.load(str(path))
+    present = {i.name: i for i in model.graph.input}
+    if len(present) == len(spec.inputs):
+        return
+    inputs = []
+    for t, example in zip(spec.inputs, args):
+        if t.name in present:
+            inputs.append(present[t.name])
+        else:
+            shape = [d if d in C.DYNAMIC_DIMS else n for d, n in zip(t.shape, example.shape)]
+            inputs.append(onnx.helper.make_tensor_value_info(t.name, _ONNX_TYPES[t.dtype], shape))
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    onnx.save(model, str(path))
 
 
 def _constants(model) -> dict[str, np.ndarray]:
@@ -107,11 +124,11 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
     for spec in C.GRAPHS:
         graphs[spec.name] = {
             "file": spec.filename,
-            "sha256": _sha256(files[spec.name]),
+            "sha256": sha256_file(files[spec.name]),
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.inputs],
             "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.outputs],
         }
-    bank = asdict(cfg.bank)
+    bank = {**asdict(cfg.bank), "memory_slots": cfg.bank.memory_slots, "ptr_slots": cfg.bank.ptr_slots}
     return {
         "format": C.MANIFEST_FORMAT,
         "model": {"name": source.name, "version": source.version, "config": source.config,
@@ -145,8 +162,8 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     passed verification, so a failed export leaves nothing half-written.
     """
     C.check_image_size(cfg.image_size)
-    _check_out_dir(cfg.out)
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
+    _check_out_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank)
     wrappers = _wrappers(model, cfg.image_size)
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:

@@ -206,7 +206,7 @@ class _Verifier:
 
 def verify_graphs(model, graph_dir: Path, bank: C.BankConfig, seed: int = 0) -> dict[str, GraphCheck]:
     """Run every graph in ``graph_dir`` on ONNX Runtime and compare with the official PyTorch paths."""
-    checks = {spec.name: GraphCheck(spec.name) for spec in C.GRAPHS}
+    checks = {spec.name: GraphCheck(spec.name, tolerance=TOLERANCE_FP32) for spec in C.GRAPHS}
     with torch.inference_mode():
         v = _Verifier(model, graph_dir, seed)
         v.image_encoder(checks["image_encoder"])

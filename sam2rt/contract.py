@@ -168,12 +168,13 @@ class BankConfig:
 
     cond_slots: conditioning frames attended to (closest ones when there are more).
     recent_slots: non-conditioning frames (num_maskmem - 1 = 6 in every official model).
-    ptr_slots: object pointers (conditioning + up to max_obj_ptrs_in_encoder - 1 past frames).
+    max_obj_ptrs: the official max_obj_ptrs_in_encoder (16): pointers of up to 15 past frames.
+    ptr_slots (derived): conditioning pointers + max_obj_ptrs - 1 past pointers.
     """
 
     cond_slots: int = 4
     recent_slots: int = 6
-    ptr_slots: int = 19
+    max_obj_ptrs: int = 16
     max_objects: int = 16
     max_points: int = 16
 
@@ -181,10 +182,14 @@ class BankConfig:
     def memory_slots(self) -> int:
         return self.cond_slots + self.recent_slots
 
+    @property
+    def ptr_slots(self) -> int:
+        return self.cond_slots + self.max_obj_ptrs - 1
+
 
 def check_image_size(image_size: int) -> None:
     """Raise unless the Hiera backbone can take ``image_size``."""
-    if not isinstance(image_size, int) or image_size < 128 or image_size % 32:
+    if type(image_size) is not int or image_size < 128 or image_size % 32:
         raise Sam2rtError(
             f"image size {image_size!r} is not supported: it must be a multiple of 32 and at least 128 "
             "(the backbone's last stage has stride 32); 512 and 1024 are common choices"

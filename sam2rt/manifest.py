@@ -63,7 +63,8 @@ class Manifest:
 
     @property
     def bank(self) -> C.BankConfig:
-        return C.BankConfig(**self.raw["bank"])
+        fields = C.BankConfig.__dataclass_fields__
+        return C.BankConfig(**{k: v for k, v in self.raw["bank"].items() if k in fields})
 
     def graph_path(self, name: str) -> Path:
         return self.directory / self.raw["graphs"][name]["file"]

@@ -82,7 +82,7 @@ def test_build_sets_image_size_and_rope(seeded: tuple[Any, ModelSource]) -> None
 
 @pytest.mark.parametrize("size", [0, -32, 100, 96, 1000, 512.0, True])
 def test_invalid_image_size(size: Any) -> None:
-    with pytest.raises(Sam2rtError, match=r"multiple of 32.*512 or 1024"):
+    with pytest.raises(Sam2rtError, match=r"multiple of 32.*512 and 1024"):
         build_model(NAME, size, random_seed=0)
 
 
