@@ -22,3 +22,15 @@ def exported_tiny_256(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_model(ExportConfig(model="sam2.1_hiera_tiny", out=out, image_size=256, random_seed=0, verify=True),
                  log=print)
     return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository (real videos and images); skips where absent."""
+    if not (SHARED_DATA / "videos" / "bedroom_frames").is_dir():
+        pytest.skip(f"test data not found at {SHARED_DATA} (expected beside the repository)")
+    return SHARED_DATA

@@ -1,0 +1,130 @@
+"""Side by side with the official predictor: same weights, same frames, same prompts, per-frame mask IoU.
+
+This is how sam2rt proves its fidelity. It needs the export extra (torch, the official ``sam2``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from sam2rt.errors import Sam2rtError
+from sam2rt.export.checkpoints import build_model
+from sam2rt.manifest import Manifest
+
+# A scenario step: ("points", frame, obj_id, kwargs) | ("mask", frame, obj_id, mask) |
+# ("propagate", kwargs) | ("clear", frame, obj_id) | ("remove", obj_id)
+Step = tuple
+
+
+def official_can_fill_holes() -> bool:
+    """The official hole filling needs its CUDA extension; without it the predictor skips the step."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _upcast_bf16_memory(module, args, kwargs):
+    """CPU only: the official code feeds bf16 memories to fp32 weights when a frame has no pointer.
+
+    On GPU autocast hides it; everywhere else type promotion upcasts, so do the same here.
+    """
+    up = {k: v.float() if torch.is_tensor(v) and v.dtype == torch.bfloat16 else v for k, v in kwargs.items()}
+    return args, up
+
+
+def official_predictor(manifest: Manifest, checkpoint: Path | None, seed: int | None):
+    """The official SAM2VideoPredictor with the weights the model directory was exported from."""
+    model, source = build_model(manifest.model_name, manifest.image_size, checkpoint=checkpoint, random_seed=seed)
+    exported = manifest.raw["source"]
+    if (source.checkpoint_sha256, source.random_seed) != (exported["checkpoint_sha256"], exported["random_seed"]):
+        raise Sam2rtError(
+            f"{manifest.directory} was exported from {exported}, but the reference was given "
+            f"checkpoint sha256={source.checkpoint_sha256} seed={source.random_seed}; pass the same weights"
+        )
+    if not official_can_fill_holes():
+        model.fill_hole_area = 0
+    model.memory_attention.register_forward_pre_hook(_upcast_bf16_memory, with_kwargs=True)
+    return model
+
+
+def run_steps(predictor, video: Any, steps: Sequence[Step],
+              frame_hook: Callable[[], Any] = contextlib.nullcontext) -> list[tuple[str, int, list, np.ndarray]]:
+    """Apply ``steps`` to a predictor with the official API; returns every (step, frame, obj_ids, masks)."""
+    results = []
+    with frame_hook():
+        state = predictor.init_state(video)
+        for i, step in enumerate(steps):
+            kind = step[0]
+            if kind == "points":
+                f, ids, m = predictor.add_new_points_or_box(state, step[1], step[2], **step[3])
+                results.append((f"{i}:points", f, list(ids), _np(m)))
+            elif kind == "mask":
+                f, ids, m = predictor.add_new_mask(state, step[1], step[2], step[3])
+                results.append((f"{i}:mask", f, list(ids), _np(m)))
+            elif kind == "propagate":
+                for f, ids, m in predictor.propagate_in_video(state, **step[1]):
+                    results.append((f"{i}:propagate", f, list(ids), _np(m)))
+            elif kind == "clear":
+                f, ids, m = predictor.clear_all_prompts_in_frame(state, step[1], step[2])
+                results.append((f"{i}:clear", f, list(ids), _np(m)))
+            elif kind == "remove":
+                predictor.remove_object(state, step[1])
+            else:
+                raise ValueError(f"unknown step {kind!r}")
+    return results
+
+
+def _np(masks) -> np.ndarray:
+    return masks.detach().cpu().numpy() if torch.is_tensor(masks) else np.asarray(masks)
+
+
+@dataclass
+class ParityReport:
+    """Per-frame, per-object IoU of the binary masks (logits > 0); both empty counts as 1."""
+
+    rows: list[tuple[str, int, Any, float]] = field(default_factory=list)
+    max_logit_diff: float = 0.0
+
+    @property
+    def ious(self) -> np.ndarray:
+        return np.array([r[3] for r in self.rows])
+
+    @property
+    def mean_iou(self) -> float:
+        return float(self.ious.mean()) if self.rows else float("nan")
+
+    @property
+    def min_iou(self) -> float:
+        return float(self.ious.min()) if self.rows else float("nan")
+
+    def summary(self) -> str:
+        return (f"{len(self.rows)} frame-object masks, mean IoU {self.mean_iou:.6f}, min IoU {self.min_iou:.6f}, "
+                f"max |logit diff| {self.max_logit_diff:.3e}")
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def compare(reference: Iterable, ours: Iterable) -> ParityReport:
+    """Pair the two result lists step by step and frame by frame."""
+    reference, ours = list(reference), list(ours)
+    if [(s, f, ids) for s, f, ids, _ in reference] != [(s, f, ids) for s, f, ids, _ in ours]:
+        raise AssertionError("the predictors visited different frames or objects")
+    report = ParityReport()
+    for (step, f, ids, a), (_, _, _, b) in zip(reference, ours):
+        finite = (a > -1000) | (b > -1000)  # NO_OBJ_SCORE regions carry no logit information
+        if finite.any():
+            report.max_logit_diff = max(report.max_logit_diff, float(np.abs(a - b)[finite].max()))
+        for k, obj in enumerate(ids):
+            report.rows.append((step, f, obj, mask_iou(a[k, 0] > 0, b[k, 0] > 0)))
+    return report
