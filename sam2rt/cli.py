@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sam2rt.cli_stream import add_camera
+from sam2rt.cli_track import add_track
+from sam2rt.cli_verify import add_verify
 from sam2rt.errors import Sam2rtError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -63,6 +66,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_download, _add_export]
+SUBCOMMANDS.append(add_track)
+SUBCOMMANDS.append(add_verify)
+SUBCOMMANDS.append(add_camera)
 
 
 def build_parser() -> argparse.ArgumentParser:
