@@ -103,15 +103,27 @@ class BankInputs:
         self.obj_ptrs = np.zeros((P, batch, C.HIDDEN_DIM), np.float32)
         self.obj_ptr_valid = np.zeros((P, batch), np.bool_)
         self.obj_ptr_tpos = np.zeros((P, batch), np.float32)
+        self.used_memory = np.zeros(batch, np.int64)  # filled slots per object, packed from slot 0
+        self.used_ptrs = np.zeros(batch, np.int64)
 
     def feeds(self) -> dict[str, np.ndarray]:
-        names = ("memory", "memory_valid", "memory_tpos", "obj_ptrs", "obj_ptr_valid", "obj_ptr_tpos")
-        return {n: getattr(self, n) for n in names}
+        """The graph inputs, cut to the slots any object uses.
+
+        Slots are packed from 0, and memory order does not matter to attention (softmax over keys is
+        permutation invariant, RoPE is per frame), so empty trailing slots are simply not sent: attention
+        costs what the official concatenation of existing memories costs. Prefixes of slot-major arrays
+        are contiguous, so nothing is copied.
+        """
+        m, p = max(int(self.used_memory.max()), 1), max(int(self.used_ptrs.max()), 1)
+        return {"memory": self.memory[:m], "memory_valid": self.memory_valid[:m], "memory_tpos": self.memory_tpos[:m],
+                "obj_ptrs": self.obj_ptrs[:p], "obj_ptr_valid": self.obj_ptr_valid[:p],
+                "obj_ptr_tpos": self.obj_ptr_tpos[:p]}
 
     def clear(self, b: int) -> None:
         """Object ``b`` gets an empty bank: memory attention then adds no_mem_embed (first prompt)."""
         self.memory_valid[:, b] = False
         self.obj_ptr_valid[:, b] = False
+        self.used_memory[b] = self.used_ptrs[b] = 0
 
     def fill(self, b: int, frame_idx: int, outputs: ObjectOutputs, rules: SelectionRules,
              num_frames: int | None, reverse: bool) -> None:
@@ -120,20 +132,23 @@ class BankInputs:
         max_cond = self.bank.cond_slots if rules.max_cond_frames == -1 else min(rules.max_cond_frames,
                                                                                 self.bank.cond_slots)
         selected, unselected = select_closest_cond_frames(frame_idx, outputs.cond, max_cond)
-        for slot, out in enumerate(selected.values()):
-            self._put_memory(slot, b, out, rules.num_maskmem - 1)
+        for out in selected.values():
+            self._put_memory(b, out, rules.num_maskmem - 1)
         for t_pos in range(1, rules.num_maskmem):
             prev = _previous_frame(frame_idx, rules.num_maskmem - t_pos, rules.stride, reverse)
             out = outputs.non_cond.get(prev, unselected.get(prev))
             if out is not None:
-                self._put_memory(self.bank.cond_slots + t_pos - 1, b, out, rules.num_maskmem - t_pos - 1)
+                self._put_memory(b, out, rules.num_maskmem - t_pos - 1)
         self._fill_pointers(b, frame_idx, selected, unselected, outputs, rules, num_frames, reverse)
 
-    def _put_memory(self, slot: int, b: int, out: FrameOutput, tpos: int) -> None:
+    def _put_memory(self, b: int, out: FrameOutput, tpos: int) -> None:
         assert out.memory is not None, "memories are encoded before they are attended to"
+        slot = int(self.used_memory[b])
+        assert slot < self.memory.shape[0], "selection never exceeds the bank's capacity"
         from_bf16_bits(out.memory, self.memory[slot, b])
         self.memory_valid[slot, b] = True
         self.memory_tpos[slot, b] = tpos
+        self.used_memory[b] = slot + 1
 
     def _fill_pointers(self, b, frame_idx, selected, unselected, outputs, rules, num_frames, reverse) -> None:
         max_ptrs = rules.max_obj_ptrs if num_frames is None else min(num_frames, rules.max_obj_ptrs)
@@ -156,6 +171,7 @@ class BankInputs:
             self.obj_ptrs[slot, b] = ptr
             self.obj_ptr_valid[slot, b] = True
             self.obj_ptr_tpos[slot, b] = np.float32(pos) / t_diff_max
+        self.used_ptrs[b] = len(pos_ptrs)
 
 
 def _previous_frame(frame_idx: int, t_rel: int, stride: int, reverse: bool) -> int:

@@ -1,0 +1,315 @@
+"""``sam2rt track``: segment objects through a video from a prompts file (or --point/--box) on ONNX Runtime.
+
+``track_video`` is the Python entry point (the demo uses it too): a ``VideoPredictor``, the prompts, forward
+propagation from the first prompted frame (and reverse propagation back to frame 0 when that frame is later),
+then an overlay video and optional per-object PNG masks. Everything is written into temporary files beside
+the outputs and moved into place at the end, so a failure leaves nothing half-written.
+
+numpy, OpenCV, tqdm and the runtime are imported inside the functions that use them, so registering the
+subcommand keeps ``sam2rt --help`` instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from sam2rt.errors import Sam2rtError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sam2rt.prompts_file import Prompt
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")  # containers OpenCV writes with the mp4v codec
+DEFAULT_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """One ``sam2rt track`` run; the CLI flags map onto these fields.
+
+    caption: text drawn on every overlay frame (the demo labels random weights with it).
+    """
+
+    model: Path
+    video: Path
+    prompts: tuple[Prompt, ...]
+    out: Path
+    masks_dir: Path | None = None
+    backend: str = "ort"
+    threads: int = 0
+    caption: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """What a run did: frames in the video, object ids, timings (seconds) and the files written."""
+
+    frames: int
+    obj_ids: tuple[int, ...]
+    propagated: int  # frames the predictor produced (the prompted frame counts once per direction)
+    propagate_s: float  # time inside propagate_in_video only
+    wall_s: float  # everything: model load, prompts, propagation, writing
+    fps: float  # video frame rate used for the overlay
+    out: Path
+    masks_dir: Path | None
+
+    @property
+    def propagate_fps(self) -> float:
+        return self.propagated / self.propagate_s if self.propagate_s > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_outputs(out: Path, masks_dir: Path | None, video: Path) -> None:
+    """Raise before any work if an output path cannot be used."""
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise Sam2rtError(f"--out {out}: the overlay is an MPEG-4 video; use a name ending in .mp4")
+    if out.is_dir():
+        raise Sam2rtError(f"--out {out} is a folder; pass a file name such as {out / 'overlay.mp4'}")
+    if video.exists() and out.exists() and out.resolve() == video.resolve():
+        raise Sam2rtError(f"--out {out} is the input video; choose another file name")
+    if masks_dir is None:
+        return
+    if masks_dir.exists() and (not masks_dir.is_dir() or any(masks_dir.iterdir())):
+        raise Sam2rtError(f"--masks-dir {masks_dir} exists and is not an empty folder; choose a new folder or "
+                          "delete it first")
+
+
+def video_fps(video: Path) -> float:
+    """The frame rate of a video file; DEFAULT_FPS for a JPEG folder or an unknown rate."""
+    import cv2
+
+    if not video.is_file():
+        return DEFAULT_FPS
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    capture.release()
+    return float(fps) if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else DEFAULT_FPS
+
+
+# --------------------------------------------------------------------------- propagation
+
+
+def _timed(iterator: Iterator[Any]) -> Iterator[tuple[Any, float]]:
+    """Yield each item with the seconds spent producing it (so our own writes are not counted)."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item, time.perf_counter() - t0
+
+
+def _save_masks(root: Path, frame_idx: int, obj_ids: Sequence[int], masks: np.ndarray) -> None:
+    """masks (K,1,H,W) logits -> root/<obj_id>/<frame:05d>.png, 0/255."""
+    import cv2
+    import numpy as np
+
+    for obj_id, logits in zip(obj_ids, masks):
+        png = np.where(logits[0] > 0, 255, 0).astype(np.uint8)  # (H, W)
+        path = root / str(obj_id) / f"{frame_idx:05d}.png"
+        if not cv2.imwrite(str(path), png):
+            raise Sam2rtError(f"cannot write {path}; check the disk space and permissions of {root.parent}")
+
+
+def propagate(predictor: Any, state: dict[str, Any], start: int, mask_root: Path,
+              progress: bool) -> tuple[int, float]:
+    """Propagate forward from ``start`` (the first prompted frame), then back to frame 0 if ``start`` > 0,
+    saving each frame's masks; returns (frames produced, seconds spent inside the predictor)."""
+    from tqdm import tqdm
+
+    for obj_id in state["obj_ids"]:
+        (mask_root / str(obj_id)).mkdir(parents=True)
+    passes = [(start, False)] + ([(start, True)] if start > 0 else [])  # forward, then back to frame 0
+    total = state["num_frames"] - start + (start + 1 if start > 0 else 0)
+    produced, seconds = 0, 0.0
+    with tqdm(total=total, desc="track", unit="frame", disable=not progress) as bar:
+        for first, reverse in passes:
+            frames = predictor.propagate_in_video(state, start_frame_idx=first, reverse=reverse)
+            for (frame_idx, ids, masks), dt in _timed(frames):
+                _save_masks(mask_root, frame_idx, ids, masks)
+                produced, seconds = produced + 1, seconds + dt
+                bar.update(1)
+    return produced, seconds
+
+
+# --------------------------------------------------------------------------- overlay video
+
+
+def draw_caption(bgr: np.ndarray, text: str) -> None:
+    """Write ``text`` in white on a dark band along the top of a BGR frame (in place)."""
+    import cv2
+
+    scale = max(0.4, bgr.shape[1] / 1400)
+    thickness = max(1, round(scale * 2))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(4, h // 2)
+    cv2.rectangle(bgr, (0, 0), (min(bgr.shape[1], w + 2 * pad), h + base + 2 * pad), (0, 0, 0), thickness=-1)
+    cv2.putText(bgr, text, (pad, pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def write_overlay(frames: Any, mask_root: Path, obj_ids: Sequence[int], path: Path, fps: float,
+                  caption: str | None, progress: bool) -> None:
+    """Every frame with its objects' masks drawn on it, as an mp4v video at ``path``."""
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from sam2rt.runtime.imageops import overlay
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.width, frames.height))
+    if not writer.isOpened():
+        raise Sam2rtError(f"OpenCV cannot write an mp4v video to {path}; check the folder and the file name")
+    try:
+        for frame_idx in tqdm(range(len(frames)), desc="write overlay", unit="frame", disable=not progress):
+            masks = np.stack([cv2.imread(str(mask_root / str(o) / f"{frame_idx:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0
+                              for o in obj_ids])  # (K, H, W) bool
+            bgr = cv2.cvtColor(overlay(frames[frame_idx], masks, obj_ids), cv2.COLOR_RGB2BGR)
+            if caption:
+                draw_caption(bgr, caption)
+            writer.write(bgr)
+    finally:
+        writer.release()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent folders; returns those created, outermost first."""
+    missing = [p for p in reversed(path.absolute().parents) if not p.exists()]
+    for p in missing:
+        p.mkdir()
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    for p in reversed(folders):
+        try:
+            p.rmdir()
+        except OSError:
+            pass  # not empty (something else wrote there): leave it
+
+
+def _commit_masks(staged: Path, masks_dir: Path) -> None:
+    if masks_dir.is_dir():
+        masks_dir.rmdir()  # checked empty before the run
+    os.replace(staged, masks_dir)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def track_video(cfg: TrackConfig) -> TrackResult:
+    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings."""
+    from sam2rt.prompts_file import apply_prompt
+    from sam2rt.runtime.predictor import VideoPredictor
+
+    t0 = time.perf_counter()
+    if not cfg.prompts:
+        raise Sam2rtError("no prompt: give at least one point, box or mask")
+    check_outputs(cfg.out, cfg.masks_dir, cfg.video)
+    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
+    state = predictor.init_state(str(cfg.video))
+    for prompt in cfg.prompts:
+        apply_prompt(predictor, state, prompt)
+    fps = video_fps(cfg.video)
+    created = _make_parents(cfg.out) + (_make_parents(cfg.masks_dir) if cfg.masks_dir else [])
+    try:
+        produced, seconds = _run_staged(cfg, predictor, state, fps)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    finally:
+        getattr(state["frames"], "close", lambda: None)()  # a video file's decoder
+    return TrackResult(state["num_frames"], tuple(state["obj_ids"]), produced, seconds,
+                       time.perf_counter() - t0, fps, cfg.out, cfg.masks_dir)
+
+
+def _run_staged(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: float) -> tuple[int, float]:
+    """Propagate and write into temporary folders beside the outputs, then move the results into place."""
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cfg.out.parent, prefix=".sam2rt-track-")))
+        mask_tmp = tmp
+        if cfg.masks_dir is not None:  # beside the final folder, so moving it in is a rename
+            mask_tmp = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(dir=cfg.masks_dir.parent, prefix=".sam2rt-masks-")))
+        mask_root = mask_tmp / "masks"
+        start = min(p.frame for p in cfg.prompts)
+        produced, seconds = propagate(predictor, state, start, mask_root, cfg.progress)
+        video_tmp = tmp / f"overlay{cfg.out.suffix}"
+        write_overlay(state["frames"], mask_root, state["obj_ids"], video_tmp, fps, cfg.caption, cfg.progress)
+        if cfg.masks_dir is not None:
+            _commit_masks(mask_root, cfg.masks_dir)
+        os.replace(video_tmp, cfg.out)
+    return produced, seconds
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from sam2rt.prompts_file import load_prompts, prompts_from_flags
+
+    if args.prompts is not None and (args.point or args.box is not None):
+        raise Sam2rtError("pass either --prompts FILE or --point/--box, not both")
+    prompts = load_prompts(args.prompts) if args.prompts is not None else prompts_from_flags(args.point, args.box)
+    cfg = TrackConfig(model=args.model, video=args.video, prompts=tuple(prompts), out=args.out,
+                      masks_dir=args.masks_dir, backend=args.backend, threads=args.threads)
+    print_summary(track_video(cfg))
+    return 0
+
+
+def print_summary(r: TrackResult) -> None:
+    """The end-of-run report: frames, objects, wall time, propagation FPS and the files written."""
+    ids = ", ".join(map(str, r.obj_ids))
+    print(f"frames: {r.frames}   objects: {len(r.obj_ids)} (ids {ids})")
+    print(f"propagation: {r.propagated} frames in {r.propagate_s:.2f} s = {r.propagate_fps:.2f} FPS")
+    print(f"wall time: {r.wall_s:.2f} s (model load, prompts, propagation, writing)")
+    print(f"overlay: {r.out} ({r.fps:g} fps)")
+    if r.masks_dir is not None:
+        print(f"masks: {r.masks_dir}/<obj_id>/<frame>.png (0/255)")
+
+
+_EPILOG = """\
+prompts: --prompts FILE, or the shortcuts --point/--box (object 1 on frame 0).
+A prompts file is a JSON list, one entry per object and frame (pixel coordinates of the video;
+mask paths relative to the JSON file; PNG non-zero = object):
+  [{"frame": 0, "obj_id": 1, "points": [[210, 350], [250, 220]], "labels": [1, 0]},
+   {"frame": 0, "obj_id": 2, "box": [300, 0, 500, 400]},
+   {"frame": 20, "obj_id": 3, "mask": "masks/cup.png"}]
+
+examples:
+  sam2rt track --model models/tiny --video clip.mp4 --point 420,260 --out overlay.mp4
+  sam2rt track --model models/tiny --video frames/ --prompts prompts.json --out overlay.mp4 --masks-dir masks
+"""
+
+
+def add_track(sub: argparse._SubParsersAction) -> None:
+    """Register ``sam2rt track``."""
+    p = sub.add_parser("track", help="track objects through a video from clicks, boxes or masks",
+                       description="Track objects through a video on ONNX Runtime and write an overlay video.",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="exported model folder (sam2rt export)")
+    p.add_argument("--video", type=Path, required=True, help="video file or folder of JPEG frames")
+    p.add_argument("--prompts", type=Path, default=None, help="JSON prompts file")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
+                   help="a click on frame 0 for object 1, in video pixels; LABEL 1 (default) or 0; repeatable")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", help="a box on frame 0 for object 1")
+    p.add_argument("--out", type=Path, required=True, help="overlay video to write (.mp4)")
+    p.add_argument("--masks-dir", type=Path, default=None, help="also write DIR/<obj_id>/<frame:05d>.png masks")
+    p.add_argument("--backend", default="ort", help="inference backend (ort: ONNX Runtime)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    p.set_defaults(func=_cmd_track)
