@@ -1,1 +1,4 @@
-"""Latency/FPS/memory benchmarks (not built yet: see the benchmarks issue)."""
+"""Measurement side by side with the official predictor: ``bench`` (latency/FPS/memory) and ``parity`` (IoU).
+
+These modules import torch and the official ``sam2`` for the reference runs (the ``export`` extra).
+"""
