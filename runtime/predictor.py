@@ -25,6 +25,12 @@ from sam2rt.runtime.imageops import mask_prompt_to_input
 State = dict[str, Any]
 
 
+def _track_num_frames(state: State) -> int | None:
+    """The ``num_frames`` that memory selection sees: the video length, or None for an unbounded stream
+    (``sam2rt.runtime.stream``), where the pointer window is the model's full ``max_obj_ptrs``."""
+    return state.get("track_num_frames", state["num_frames"])
+
+
 class VideoPredictor:
     """Track objects through a video from clicks, boxes or masks (official ``SAM2VideoPredictor`` API).
 
@@ -51,7 +57,7 @@ class VideoPredictor:
         """
         frames = open_frames(video_path)
         state: State = {"frames": frames, "num_frames": len(frames), "video_height": frames.height,
-                        "video_width": frames.width, "features": OrderedDict()}
+                        "video_width": frames.width, "features": OrderedDict(), "track_num_frames": len(frames)}
         self._clear_objects(state)
         self._features(state, 0)
         return state
@@ -117,7 +123,8 @@ class VideoPredictor:
         if is_init:
             bank.clear(0)
         else:
-            bank.fill(0, frame_idx, state["output_dict_per_obj"][obj_idx], self.rules, state["num_frames"], reverse)
+            bank.fill(0, frame_idx, state["output_dict_per_obj"][obj_idx], self.rules, _track_num_frames(state),
+                      reverse)
         head = self.engine.track(feats, bank, pts[None], lbl[None], prev,
                                  self.engine.use_multimask(is_init, len(lbl)))
         out = self.engine.frame_outputs(head, None, self.fill_hole_area)[0]
@@ -223,7 +230,7 @@ class VideoPredictor:
             feats = self._features(state, frame_idx)
             bank = self.engine.bank(len(todo))
             for b, i in enumerate(todo):
-                bank.fill(b, frame_idx, outputs[i], self.rules, state["num_frames"], reverse)
+                bank.fill(b, frame_idx, outputs[i], self.rules, _track_num_frames(state), reverse)
             head = self.engine.track(feats, bank, None, None, None, self.engine.use_multimask(False, 0))
             mem = self.engine.encode_memory(feats, head.low_res_masks, False, head.object_score_logits)
             for i, out in zip(todo, self.engine.frame_outputs(head, mem, self.fill_hole_area)):

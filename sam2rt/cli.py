@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sam2rt.cli_bench import add_bench
 from sam2rt.cli_stream import add_camera
 from sam2rt.cli_track import add_track
 from sam2rt.cli_verify import add_verify
@@ -69,6 +70,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_download
 SUBCOMMANDS.append(add_track)
 SUBCOMMANDS.append(add_verify)
 SUBCOMMANDS.append(add_camera)
+SUBCOMMANDS.append(add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
