@@ -81,13 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def guarded(prog: str, run: Callable[[], int]) -> int:
+    """Run a command: a Sam2rtError becomes its message and exit code 2, Ctrl-C exit code 130."""
     try:
-        return args.func(args)
+        return run()
     except Sam2rtError as e:
-        print(f"sam2rt: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sam2rt: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded("sam2rt", lambda: args.func(args))

@@ -257,15 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true", help="skip the download; seeded random weights")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
     args = parser.parse_args(argv)
-    try:
+    from sam2rt.cli import guarded
+
+    def run() -> int:
         run_demo(args.out, args.frames, args.random_weights, args.threads)
-    except Sam2rtError as e:
-        print(f"sam2rt demo: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sam2rt demo: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return guarded("sam2rt demo", run)
 
 
 if __name__ == "__main__":
