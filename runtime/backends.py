@@ -239,6 +239,9 @@ class OrtRunner(GraphRunner):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
+        # Four sessions run one after another: idle worker threads must sleep rather than spin, or they
+        # steal the cores from the session that is running (measured with `sam2rt bench`).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
         except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
