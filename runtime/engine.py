@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rt import contract as C
 from sam2rt.manifest import Manifest, load_manifest
 from sam2rt.runtime.backends import GraphRunner, load_runners
 from sam2rt.runtime.bank import BankInputs, FrameOutput, bf16_bits

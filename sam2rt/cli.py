@@ -17,7 +17,6 @@ from sam2rt.cli_track import add_track
 from sam2rt.cli_verify import add_verify
 from sam2rt.errors import Sam2rtError
 
-Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
