@@ -18,7 +18,6 @@ from sam2rt.cli_verify import add_verify
 from sam2rt.errors import Sam2rtError
 
 
-
 def _cmd_download(args: argparse.Namespace) -> int:
     from sam2rt.export.checkpoints import download
 
