@@ -91,6 +91,13 @@ class SelectionRules:
         )
 
 
+def attended_cond_frames(rules: SelectionRules, bank: C.BankConfig) -> int:
+    """How many conditioning frames attention reads: the model's limit, capped by the bank's slots."""
+    if rules.max_cond_frames == -1:
+        return bank.cond_slots
+    return min(rules.max_cond_frames, bank.cond_slots)
+
+
 class BankInputs:
     """Preallocated memory-attention inputs for B objects (slot-major, see the contract)."""
 
@@ -129,9 +136,8 @@ class BankInputs:
              num_frames: int | None, reverse: bool) -> None:
         """Write object ``b``'s selected memories and pointers for ``frame_idx`` into the slots."""
         self.clear(b)
-        max_cond = self.bank.cond_slots if rules.max_cond_frames == -1 else min(rules.max_cond_frames,
-                                                                                self.bank.cond_slots)
-        selected, unselected = select_closest_cond_frames(frame_idx, outputs.cond, max_cond)
+        selected, unselected = select_closest_cond_frames(frame_idx, outputs.cond,
+                                                          attended_cond_frames(rules, self.bank))
         for out in selected.values():
             self._put_memory(b, out, rules.num_maskmem - 1)
         for t_pos in range(1, rules.num_maskmem):

@@ -158,10 +158,14 @@ class VideoPredictor:
 
     def _previous_logits(self, state: State, obj_idx: int, frame_idx: int, is_cond: bool) -> np.ndarray | None:
         """Refinement clicks reuse the frame's previous mask logits (clamped), as the official code does."""
+        out = self._frame_output(state, obj_idx, frame_idx, is_cond)
+        return None if out is None else np.clip(out.pred_masks, -32.0, 32.0)
+
+    def _frame_output(self, state: State, obj_idx: int, frame_idx: int, is_cond: bool):
+        """An object's latest result on a frame: the new prompt's, else the tracked one (official lookup order)."""
         temp, done = state["temp_output_dict_per_obj"][obj_idx], state["output_dict_per_obj"][obj_idx]
         out = (temp.cond if is_cond else temp.non_cond).get(frame_idx)
-        out = out or done.cond.get(frame_idx) or done.non_cond.get(frame_idx)
-        return None if out is None else np.clip(out.pred_masks, -32.0, 32.0)
+        return out or done.cond.get(frame_idx) or done.non_cond.get(frame_idx)
 
     def _store_temp(self, state: State, obj_idx: int, frame_idx: int, is_cond: bool, out) -> None:
         temp = state["temp_output_dict_per_obj"][obj_idx]
@@ -172,9 +176,7 @@ class VideoPredictor:
         H, W = state["video_height"], state["video_width"]
         masks = np.full((len(state["obj_ids"]), 1, H, W), C.NO_OBJ_SCORE, np.float32)
         for idx in range(len(state["obj_ids"])):
-            temp, done = state["temp_output_dict_per_obj"][idx], state["output_dict_per_obj"][idx]
-            out = (temp.cond if is_cond else temp.non_cond).get(frame_idx)
-            out = out or done.cond.get(frame_idx) or done.non_cond.get(frame_idx)
+            out = self._frame_output(state, idx, frame_idx, is_cond)
             if out is not None:
                 masks[idx] = self.engine.to_video_res(out.pred_masks, H, W)[0]
         return masks

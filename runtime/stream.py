@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sam2rt.errors import Sam2rtError
+from sam2rt.runtime.bank import attended_cond_frames
 from sam2rt.runtime.frames import FrameSource
 from sam2rt.runtime.predictor import State, VideoPredictor
 
@@ -76,8 +77,7 @@ class StreamTracker:
         rules = self.predictor.rules
         # frames back that memory (with its stride) or object pointers can reach
         self.horizon = max((rules.num_maskmem - 1) * rules.stride, rules.max_obj_ptrs - 1)
-        cond_slots = self.engine.manifest.bank.cond_slots
-        self.max_cond = cond_slots if rules.max_cond_frames == -1 else min(rules.max_cond_frames, cond_slots)
+        self.max_cond = attended_cond_frames(rules, self.engine.manifest.bank)
         self._frames: LiveFrames | None = None
         self._state: State | None = None
 
