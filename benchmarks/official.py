@@ -42,10 +42,6 @@ class ApiRun:
         return self.init_s + self.prompts_s + self.propagate_s
 
 
-def _numpy(masks: Any) -> np.ndarray:
-    return masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
-
-
 def api_session(predictor: Any, video: str, clicks: Sequence[Click], context: Callable) -> ApiRun:
     """init_state, one click per object on frame 0, forward propagation; masks are converted after timing."""
     raw = []
@@ -60,7 +56,9 @@ def api_session(predictor: Any, video: str, clicks: Sequence[Click], context: Ca
         for frame, ids, masks in predictor.propagate_in_video(state):
             raw.append((f"{len(clicks)}:propagate", frame, list(ids), masks))
         end = time.perf_counter()
-    results = [(step, frame, ids, _numpy(masks)) for step, frame, ids, masks in raw]
+    from sam2rt.benchmarks.parity import to_numpy  # imports torch: only once a session has run
+
+    results = [(step, frame, ids, to_numpy(masks)) for step, frame, ids, masks in raw]
     return ApiRun(init_done - start, prompts_done - init_done, end - prompts_done, results)
 
 

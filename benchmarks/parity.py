@@ -65,16 +65,16 @@ def run_steps(predictor, video: Any, steps: Sequence[Step],
             kind = step[0]
             if kind == "points":
                 f, ids, m = predictor.add_new_points_or_box(state, step[1], step[2], **step[3])
-                results.append((f"{i}:points", f, list(ids), _np(m)))
+                results.append((f"{i}:points", f, list(ids), to_numpy(m)))
             elif kind == "mask":
                 f, ids, m = predictor.add_new_mask(state, step[1], step[2], step[3])
-                results.append((f"{i}:mask", f, list(ids), _np(m)))
+                results.append((f"{i}:mask", f, list(ids), to_numpy(m)))
             elif kind == "propagate":
                 for f, ids, m in predictor.propagate_in_video(state, **step[1]):
-                    results.append((f"{i}:propagate", f, list(ids), _np(m)))
+                    results.append((f"{i}:propagate", f, list(ids), to_numpy(m)))
             elif kind == "clear":
                 f, ids, m = predictor.clear_all_prompts_in_frame(state, step[1], step[2])
-                results.append((f"{i}:clear", f, list(ids), _np(m)))
+                results.append((f"{i}:clear", f, list(ids), to_numpy(m)))
             elif kind == "remove":
                 predictor.remove_object(state, step[1])
             else:
@@ -82,8 +82,9 @@ def run_steps(predictor, video: Any, steps: Sequence[Step],
     return results
 
 
-def _np(masks) -> np.ndarray:
-    return masks.detach().cpu().numpy() if torch.is_tensor(masks) else np.asarray(masks)
+def to_numpy(masks) -> np.ndarray:
+    """Masks from either predictor (torch tensor or numpy array) -> numpy."""
+    return masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
 
 
 @dataclass
