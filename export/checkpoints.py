@@ -8,7 +8,6 @@ deterministic seeded random weights (for offline tests), and says where its weig
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from sam2rt.contract import check_image_size
 from sam2rt.errors import Sam2rtError
+from sam2rt.manifest import sha256_file
 from sam2rt.models import model_info
 
 _CHUNK = 1 << 20
@@ -45,15 +45,6 @@ def default_cache_dir() -> Path:
     """The cache root: ``$SAM2RT_CACHE`` if set, else ``~/.cache/sam2rt``."""
     env = os.environ.get("SAM2RT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sam2rt"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- download
