@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sam2rt.cli_bench import add_bench
+from sam2rt.cli_calibrate import add_calibrate
 from sam2rt.cli_stream import add_camera
 from sam2rt.cli_track import add_track
 from sam2rt.cli_verify import add_verify
@@ -69,6 +70,7 @@ SUBCOMMANDS.append(add_track)
 SUBCOMMANDS.append(add_verify)
 SUBCOMMANDS.append(add_camera)
 SUBCOMMANDS.append(add_bench)
+SUBCOMMANDS.append(add_calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,202 @@
+"""INT8 by explicit quantization: QDQ ONNX graphs from captured calibration inputs.
+
+``calibrate_model`` samples clips from the calibration data, captures every graph's feeds while the FP32
+model tracks them (cached), then quantizes the chosen graphs with ``onnxruntime.quantization`` static QDQ
+in the form TensorRT's strongly typed networks take: INT8 QuantizeLinear/DequantizeLinear pairs,
+symmetric (zero points 0) for activations and weights, weights per output channel, biases left in float.
+Only the inputs of the compute ops (Conv, MatMul with a weight, Gemm) are quantized by default; softmax,
+LayerNorm and the attention products stay in float. Graphs not chosen are copied unchanged (FP32).
+The same QDQ graphs run on ONNX Runtime CPU, so their accuracy is measurable anywhere.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import onnx
+
+from sam2rt import contract as C
+from sam2rt.calibration.capture import CaptureSettings, Feeds, captured_samples
+from sam2rt.calibration.sampling import describe, find_sources, plan_clips
+from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_variant
+from sam2rt.errors import Sam2rtError
+
+METHODS = ("minmax", "entropy", "percentile")
+# Chosen by measurement (SAM 2.1 tiny, 512 px, seeded random weights; see the precision table in README).
+DEFAULT_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+DEFAULT_EXCLUDE: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """One ``sam2rt calibrate`` run; the CLI flags map onto these fields.
+
+    frames: calibration frames in all (clips of ``clip_len`` consecutive frames, round-robin over sources).
+    method: activation range calibration, "minmax", "entropy" or "percentile" (``percentile`` of |x|).
+    graphs: graphs to quantize; the others are copied in FP32.
+    op_types: ONNX op types whose inputs get Q/DQ; ``weight_matmul_only`` leaves activation-by-activation
+        MatMuls (attention scores and their weighted sums) in float.
+    exclude: fnmatch patterns on node names (e.g. "*/output_upscaling/*") kept in float.
+    objects: prompted objects per clip while capturing; max_samples: captured feeds kept per graph.
+    """
+
+    frames: int = 48
+    clip_len: int = 8
+    method: str = "minmax"
+    graphs: tuple[str, ...] = DEFAULT_GRAPHS
+    op_types: tuple[str, ...] = DEFAULT_OP_TYPES
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    weight_matmul_only: bool = True
+    percentile: float = 99.999
+    objects: int = 2
+    max_samples: int = 64
+    seed: int = 0
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise Sam2rtError for a setting that cannot work, saying what would."""
+        if self.method not in METHODS:
+            raise Sam2rtError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
+        unknown = [g for g in self.graphs if g not in C.GRAPHS_BY_NAME]
+        if unknown:
+            raise Sam2rtError(f"unknown graph(s) {', '.join(unknown)}; choose from "
+                              f"{', '.join(C.GRAPHS_BY_NAME)} (or none, for an FP32 copy)")
+        if not 0.0 < self.percentile <= 100.0:
+            raise Sam2rtError(f"percentile must be in (0, 100], e.g. 99.999; got {self.percentile}")
+        for name, value in (("frames", self.frames), ("clip length", self.clip_len), ("objects", self.objects),
+                            ("max samples", self.max_samples)):
+            if type(value) is not int or value < 1:
+                raise Sam2rtError(f"{name} must be a positive integer, got {value!r}")
+
+
+class _Reader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over a list of captured feeds."""
+
+    def __init__(self, feeds: Sequence[Feeds], progress: Callable[[], None]) -> None:
+        self._feeds = feeds
+        self._next = 0
+        self._progress = progress
+
+    def get_next(self) -> Feeds | None:
+        if self._next >= len(self._feeds):
+            return None
+        self._next += 1
+        self._progress()
+        return self._feeds[self._next - 1]
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def excluded_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> list[str]:
+    """Names of the nodes matching any fnmatch pattern."""
+    return [n.name for n in model.graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
+
+
+def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationConfig,
+                   progress: Callable[[], None] = lambda: None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Static QDQ INT8 quantization of one FP32 graph, calibrated on ``feeds``.
+
+    Args:
+        fp32_path: the FP32 ONNX file (contract inputs/outputs, which the QDQ graph keeps).
+        feeds: captured inputs, one dict per run, as the contract declares them.
+        config: method, op types, exclusions.
+        progress: called once per calibration run (a progress bar's update).
+
+    Returns:
+        (the QDQ model, details: method, quantized op types, excluded nodes, Q/DQ counts, samples).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not feeds:
+        raise Sam2rtError(f"no calibration inputs were captured for {fp32_path.stem}; pass more calibration data")
+    source = onnx.load(str(fp32_path), load_external_data=False)
+    exclude = excluded_nodes(source, config.exclude)
+    del source
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.method]
+    extra = {
+        "ActivationSymmetric": True,  # zero point 0: what TensorRT's INT8 Q/DQ takes
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT fuses float biases; it has no INT32 bias dequantization
+        "MatMulConstBOnly": config.weight_matmul_only,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # (K, N) weights: one scale per output column
+        "CalibPercentile": config.percentile,
+    }
+    logger = logging.getLogger("onnxruntime.quantization")  # its per-run INFO lines drown the progress bar
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sam2rt-int8-") as tmp:
+            out = Path(tmp) / fp32_path.name
+            quantize_static(str(fp32_path), str(out), _Reader(feeds, progress), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(config.op_types), per_channel=True, reduce_range=False,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude, calibrate_method=method, extra_options=extra)
+            model = onnx.load(str(out))
+    finally:
+        logger.setLevel(level)
+    ops = Counter(n.op_type for n in model.graph.node)
+    details = {"quantized": True, "method": config.method, "op_types": list(config.op_types),
+               "weight_matmul_only": config.weight_matmul_only, "excluded_nodes": exclude,
+               "quantize_linear": ops["QuantizeLinear"], "dequantize_linear": ops["DequantizeLinear"],
+               "samples": len(feeds)}
+    if config.method == "percentile":
+        details["percentile"] = config.percentile
+    return model, details
+
+
+def calibrate_model(model_dir: str | Path, data: Sequence[str | Path], out: str | Path,
+                    config: CalibrationConfig = CalibrationConfig(),
+                    log: Callable[[str], None] = print) -> Path:
+    """Write an INT8 (QDQ) variant of an FP32 model directory, calibrated on ``data``.
+
+    Args:
+        model_dir: the FP32 export (``sam2rt export``); other precisions are refused.
+        data: video files, JPEG frame folders, images or folders of them.
+        out: output directory (a new one; written atomically).
+        config: see :class:`CalibrationConfig`.
+
+    Returns:
+        the new manifest's path. Graphs in ``config.graphs`` are QDQ INT8, the others FP32 copies.
+    """
+    from tqdm import tqdm
+
+    config.check()
+    source = load_fp32_source(model_dir, "INT8 calibration")
+    check_out_dir(source, out)
+    clips = plan_clips(find_sources(data), config.frames, config.clip_len)
+    log(f"calibration frames: {describe(clips)}")
+    settings = CaptureSettings(objects=config.objects, seed=config.seed, max_samples=config.max_samples)
+    samples = captured_samples(source, clips, settings, cache_dir=config.cache_dir, use_cache=config.use_cache,
+                               progress=config.progress, log=log)
+    graphs: dict[str, onnx.ModelProto] = {}
+    details: dict[str, Any] = {}
+    for spec in C.GRAPHS:
+        path = source.graph_path(spec.name)
+        if spec.name not in config.graphs:
+            graphs[spec.name] = onnx.load(str(path))
+            details[spec.name] = {"quantized": False, "precision": "fp32"}
+            continue
+        feeds = samples[spec.name]
+        with tqdm(total=len(feeds), desc=f"calibrate {spec.name}", unit="run", disable=not config.progress) as bar:
+            graphs[spec.name], details[spec.name] = quantize_graph(path, feeds, config, progress=bar.update)
+    settings_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
+                       if k not in ("cache_dir", "use_cache", "progress")}
+    import onnxruntime
+
+    return write_variant(source, out, "int8", graphs, {
+        "tool": f"onnxruntime.quantization {onnxruntime.__version__} (static QDQ, symmetric INT8, "
+                "per-channel weights, float bias)",
+        "calibration": {**settings_record, "clips": [c.key() | {"kind": c.source.kind} for c in clips]},
+        "graphs": details,
+    })
