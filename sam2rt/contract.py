@@ -154,6 +154,20 @@ MEMORY_ENCODER = GraphSpec(
 GRAPHS: tuple[GraphSpec, ...] = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
 
+# GPU preprocessing (TensorRT path): a small graph built by sam2rt.engines.preprocess, not exported from
+# PyTorch. H, W are the frame's size (dynamic); the resize matrices are made once per frame size on the host.
+FRAME_DIMS = ("H", "W")
+PREPROCESS = GraphSpec(
+    name="preprocess",
+    inputs=(
+        _t("frame", "uint8", ("H", "W", 3), "RGB frame as captured"),
+        _t("resize_rows", "float32", ("S", "H"), "vertical resize weights (Pillow bicubic, antialiased)"),
+        _t("resize_cols", "float32", ("W", "S"), "horizontal resize weights, transposed"),
+        _t("vertical_first", "bool", (1,), "Pillow's pass order for this frame size (it rounds between passes)"),
+    ),
+    outputs=(_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),),
+)
+
 # Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
 CONSTANTS = {
     "no_obj_ptr": "(256,) pointer of an absent object",
