@@ -1,0 +1,44 @@
+"""``sam2rt convert``: an FP16 mixed-precision variant of an FP32 export (INT8 is ``sam2rt calibrate``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sam2rt.errors import Sam2rtError
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from sam2rt.calibration.variant import check_precision
+
+    precision = check_precision(args.precision)
+    if precision == "int8":
+        raise Sam2rtError("INT8 graphs need calibration data: run `sam2rt calibrate MODEL_DIR --data VIDEO --out DIR`")
+    if precision == "fp32":
+        raise Sam2rtError("the directory written by `sam2rt export` already is the FP32 model; "
+                          "choose --precision fp16")
+    from sam2rt.calibration.fp16 import FP32_OPS, Fp16Config, convert_model
+
+    cfg = Fp16Config(keep_ops=tuple(dict.fromkeys(FP32_OPS + tuple(args.keep_op))), keep_nodes=tuple(args.keep_node),
+                     attention_fp32=not args.fp16_attention, rope_fp32=not args.fp16_rope,
+                     graphs=tuple(args.graphs) if args.graphs else Fp16Config().graphs)
+    manifest = convert_model(args.model_dir, args.out, cfg)
+    print(f"wrote {manifest.parent} ({precision}); check it with `sam2rt verify --model {manifest.parent} ...`")
+    return 0
+
+
+def add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="make an FP16 mixed-precision variant of an exported model")
+    p.add_argument("model_dir", type=Path, help="FP32 model directory from `sam2rt export`")
+    p.add_argument("--precision", required=True, help="fp16 (int8: use `sam2rt calibrate`)")
+    p.add_argument("--out", type=Path, required=True, help="output directory for the variant")
+    p.add_argument("--graphs", nargs="+", default=None, metavar="GRAPH",
+                   help="graphs to convert (default: all four); the others stay FP32")
+    p.add_argument("--keep-op", action="append", default=[], metavar="OP",
+                   help="also keep this op type in FP32 (repeatable); LayerNorm, Softmax, reductions, Sin/Cos always are")
+    p.add_argument("--keep-node", action="append", default=[], metavar="NAME",
+                   help="keep this node in FP32 (repeatable, exact ONNX node name)")
+    p.add_argument("--fp16-attention", action="store_true",
+                   help="compute the attention logits (Q·Kᵀ, scale, mask) in FP16 too (faster, less safe)")
+    p.add_argument("--fp16-rope", action="store_true", help="compute the RoPE rotations in FP16 too")
+    p.set_defaults(func=_cmd_convert)
