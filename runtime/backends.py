@@ -242,6 +242,8 @@ class OrtRunner(GraphRunner):
         # Four sessions run one after another: idle worker threads must sleep rather than spin, or they
         # steal the cores from the session that is running (measured with `sam2rt bench`).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # FP16 graphs make ONNX Runtime warn about every fp16 node it cannot constant-fold on the CPU
+        options.log_severity_level = 3  # errors only
         try:
             return ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
         except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
