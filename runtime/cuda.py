@@ -1,0 +1,258 @@
+"""A thin layer over cuda-python, and the buffer abstraction the device-resident runtime is written against.
+
+Every tensor of the device path is a :class:`Buf` (address, shape, dtype) made by an allocator:
+:class:`CudaAllocator` (device memory; pinned host mirrors for what crosses to the host) on a GPU, or
+:class:`HostAllocator` (numpy arrays) anywhere, so the bank bookkeeping and buffer planning run and are tested
+on CPU with the same code. cuda-python is imported only by ``import_cudart`` (NVIDIA's maintained bindings,
+wheels for x86_64 and aarch64); each call returns a tuple whose first item is the error code, checked here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from sam2rt.errors import Sam2rtError
+
+INSTALL_CUDA = ('cuda-python is not installed: pip install "sam2rt[trt]" (or pip install cuda-python); it needs an '
+                "NVIDIA driver and a CUDA GPU")
+
+
+def import_cudart() -> Any:
+    """The CUDA runtime bindings: ``cuda.bindings.runtime`` (cuda-python >= 12.6) or the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise Sam2rtError(INSTALL_CUDA) from None
+    return cudart
+
+
+def check(result: Any, what: str) -> Any:
+    """Unpack a cuda-python result ``(err, *values)``; raise a Sam2rtError naming ``what`` on failure."""
+    cudart = import_cudart()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != cudart.cudaError_t.cudaSuccess:
+        _, text = cudart.cudaGetErrorString(err)
+        text = text.decode() if isinstance(text, bytes) else text
+        hint = "; is an NVIDIA GPU present and its driver loaded (nvidia-smi)?" if what == "device query" else ""
+        raise Sam2rtError(f"CUDA {what} failed: {getattr(err, 'name', err)}: {text}{hint}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def device_properties(device: int = 0) -> tuple[str, int, int]:
+    """(name, compute capability major, minor) of a GPU."""
+    cudart = import_cudart()
+    prop = check(cudart.cudaGetDeviceProperties(device), "device query")
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return name.strip("\x00 "), int(prop.major), int(prop.minor)
+
+
+def memory_info() -> dict[str, float]:
+    """Device memory in MiB: {"free_mb", "total_mb", "used_mb"}."""
+    free, total = check(import_cudart().cudaMemGetInfo(), "memory query")
+    return {"free_mb": free / 2**20, "total_mb": total / 2**20, "used_mb": (total - free) / 2**20}
+
+
+# --------------------------------------------------------------------------- buffers
+
+
+@dataclass
+class Buf:
+    """A tensor in memory: ``ptr`` (device or host address), shape, numpy dtype.
+
+    ``array`` is the numpy view of host-backed memory (HostAllocator) and None for device memory.
+    ``mirror`` is a pinned host array of the same shape for buffers that cross to/from the host.
+    """
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    array: np.ndarray | None = None
+    mirror: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def slot(self, index: int) -> "Buf":
+        """The contiguous sub-tensor ``self[index]`` (a memory-bank slot: (B, hw, 64) of (M, B, hw, 64))."""
+        assert 0 <= index < self.shape[0], f"slot {index} of {self.shape}"
+        step = self.nbytes // self.shape[0]
+        return Buf(self.ptr + index * step, self.shape[1:], self.dtype,
+                   None if self.array is None else self.array[index])
+
+    def prefix(self, count: int) -> "Buf":
+        """The first ``count`` entries along axis 0 (contiguous in slot-major layout)."""
+        assert 1 <= count <= self.shape[0]
+        return Buf(self.ptr, (count, *self.shape[1:]), self.dtype, None if self.array is None else self.array[:count])
+
+
+class HostAllocator:
+    """numpy memory behind the Buf interface: the device path's bookkeeping on CPU (tests, ONNX Runtime CPU)."""
+
+    device = False
+
+    def alloc(self, shape: tuple[int, ...], dtype: Any, mirrored: bool = False) -> Buf:
+        array = np.zeros(shape, np.dtype(dtype))
+        return Buf(array.ctypes.data, tuple(shape), array.dtype, array, array if mirrored else None)
+
+    def upload(self, buf: Buf, stream: Any = None) -> None:
+        """Host mirror -> memory: nothing to do when the memory is the mirror."""
+
+    def download(self, buf: Buf, stream: Any = None) -> None:
+        """Memory -> host mirror: nothing to do when the memory is the mirror."""
+
+    def synchronize(self, stream: Any = None) -> None:
+        """Host work is synchronous."""
+
+
+class CudaAllocator:
+    """cudaMalloc'd device buffers, each with an optional pinned (cudaMallocHost) host mirror; frees on close."""
+
+    device = True
+
+    def __init__(self) -> None:
+        self._cudart = import_cudart()
+        self._device: list[int] = []
+        self._pinned: list[int] = []
+
+    def alloc(self, shape: tuple[int, ...], dtype: Any, mirrored: bool = False) -> Buf:
+        dtype = np.dtype(dtype)
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        ptr = int(check(self._cudart.cudaMalloc(nbytes), f"cudaMalloc of {nbytes} bytes"))
+        self._device.append(ptr)
+        check(self._cudart.cudaMemset(ptr, 0, nbytes), "cudaMemset")
+        mirror = self.pinned(shape, dtype) if mirrored else None
+        return Buf(ptr, tuple(shape), dtype, None, mirror)
+
+    def pinned(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A page-locked host array (fast, asynchronous and graph-capturable copies)."""
+        dtype = np.dtype(dtype)
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        ptr = int(check(self._cudart.cudaMallocHost(nbytes), f"cudaMallocHost of {nbytes} bytes"))
+        self._pinned.append(ptr)
+        raw = (ctypes.c_byte * nbytes).from_address(ptr)
+        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+    def upload(self, buf: Buf, stream: Any) -> None:
+        """Pinned mirror -> device, asynchronous on ``stream``."""
+        assert buf.mirror is not None, "upload needs a mirrored buffer"
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        check(self._cudart.cudaMemcpyAsync(buf.ptr, buf.mirror.ctypes.data, buf.nbytes, kind, stream.handle),
+              "host-to-device copy")
+
+    def download(self, buf: Buf, stream: Any) -> None:
+        """Device -> pinned mirror, asynchronous on ``stream`` (synchronise before reading the mirror)."""
+        assert buf.mirror is not None, "download needs a mirrored buffer"
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check(self._cudart.cudaMemcpyAsync(buf.mirror.ctypes.data, buf.ptr, buf.nbytes, kind, stream.handle),
+              "device-to-host copy")
+
+    def copy(self, dst: Buf, src: Buf, stream: Any) -> None:
+        """Device -> device, asynchronous."""
+        assert dst.nbytes == src.nbytes
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        check(self._cudart.cudaMemcpyAsync(dst.ptr, src.ptr, src.nbytes, kind, stream.handle), "device copy")
+
+    def synchronize(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def close(self) -> None:
+        for ptr in self._device:
+            self._cudart.cudaFree(ptr)
+        for ptr in self._pinned:
+            self._cudart.cudaFreeHost(ptr)
+        self._device, self._pinned = [], []
+
+
+# --------------------------------------------------------------------------- streams, events, graphs
+
+
+class Stream:
+    """One CUDA stream (non-blocking); ``handle`` is what TensorRT's ``execute_async_v3`` takes."""
+
+    def __init__(self) -> None:
+        self._cudart = import_cudart()
+        flags = self._cudart.cudaStreamNonBlocking
+        self._stream = check(self._cudart.cudaStreamCreateWithFlags(flags), "stream creation")
+
+    @property
+    def handle(self) -> int:
+        return int(self._stream)
+
+    @property
+    def raw(self) -> Any:
+        return self._stream
+
+    def synchronize(self) -> None:
+        check(self._cudart.cudaStreamSynchronize(self._stream), "stream synchronize")
+
+
+class Event:
+    """A CUDA event: ``record`` on a stream, ``elapsed_ms`` between two (device-side timing)."""
+
+    def __init__(self) -> None:
+        self._cudart = import_cudart()
+        self._event = check(self._cudart.cudaEventCreate(), "event creation")
+
+    def record(self, stream: Stream) -> None:
+        check(self._cudart.cudaEventRecord(self._event, stream.raw), "event record")
+
+    def synchronize(self) -> None:
+        check(self._cudart.cudaEventSynchronize(self._event), "event synchronize")
+
+    def elapsed_ms(self, start: "Event") -> float:
+        return float(check(self._cudart.cudaEventElapsedTime(start._event, self._event), "event timing"))
+
+
+class CudaGraph:
+    """Capture the work ``enqueue`` puts on a stream as a CUDA graph, then replay it with ``launch``.
+
+    ``capture`` returns False (and leaves the stream usable) when capture or instantiation fails, e.g. an
+    engine whose kernels cannot be captured: callers then keep running ``enqueue`` directly.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self._cudart = import_cudart()
+        self.stream = stream
+        self._graph: Any = None
+        self._exec: Any = None
+        self.error: str | None = None
+
+    def capture(self, enqueue: Callable[[], None]) -> bool:
+        cudart = self._cudart
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        try:
+            check(cudart.cudaStreamBeginCapture(self.stream.raw, mode), "stream capture begin")
+            try:
+                enqueue()
+            finally:
+                graph = check(cudart.cudaStreamEndCapture(self.stream.raw), "stream capture end")
+            self._graph = graph
+            self._exec = check(cudart.cudaGraphInstantiate(graph, 0), "graph instantiation")
+        except Sam2rtError as e:
+            self.error = str(e)
+            self._exec = None
+            cudart.cudaGetLastError()  # clear the sticky capture error so the stream stays usable
+            return False
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self._exec is not None
+
+    def launch(self) -> None:
+        check(self._cudart.cudaGraphLaunch(self._exec, self.stream.raw), "graph launch")
+
+    def close(self) -> None:
+        if self._exec is not None:
+            self._cudart.cudaGraphExecDestroy(self._exec)
+        if self._graph is not None:
+            self._cudart.cudaGraphDestroy(self._graph)
+        self._exec = self._graph = None
