@@ -289,10 +289,21 @@ def soak(cfg: BenchConfig, clip: list[np.ndarray], clicks: Sequence[Click]) -> d
 
 
 def device_info(predictor: VideoPredictor) -> dict[str, Any]:
-    """Where the graphs run: ONNX Runtime's providers for the ort backend."""
-    providers = getattr(next(iter(predictor.engine.runners.values())), "providers", None) or []
-    name = "cuda" if providers and providers[0] == "CUDAExecutionProvider" else "cpu"
-    return {"name": name, "providers": list(providers)}
+    """Where the graphs run: ONNX Runtime's providers, or TensorRT; on a GPU also its device memory in use.
+
+    GPU runners (ort-gpu, trt) return host arrays only after their stream has finished, so the timers
+    around ``run`` bracket the device work.
+    """
+    runner = next(iter(predictor.engine.runners.values()))
+    providers = list(getattr(runner, "providers", None) or [])
+    gpu = type(runner).__name__ == "TrtRunner" or bool(providers and providers[0] != "CPUExecutionProvider")
+    info: dict[str, Any] = {"name": "cuda" if gpu else "cpu", "providers": providers or ["TensorRT"]}
+    if gpu:
+        from sam2rt.runtime.cuda import device_properties, memory_info
+
+        info["gpu"] = device_properties()[0]
+        info["device_memory_mb"] = memory_info()
+    return info
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

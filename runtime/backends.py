@@ -20,9 +20,10 @@ from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
 
-BACKENDS = ("ort",)
+BACKENDS = ("ort", "ort-gpu", "trt")
 _DIM_MEANING = {"B": "objects", "N": "points per object", "M": "memory slots", "P": "object-pointer slots"}
-_PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                     "tensorrt": "TensorrtExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
                "tensor(bool)": "bool", "tensor(int32)": "int32", "tensor(int64)": "int64",
                "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
@@ -284,20 +285,67 @@ class OrtRunner(GraphRunner):
         return result
 
 
+class OrtGpuRunner(OrtRunner):
+    """ONNX Runtime on the GPU (TensorRT execution provider first when present, then CUDA), IO-bound.
+
+    ``run`` takes and returns numpy arrays (ONNX Runtime copies them across); ``run_device`` binds device
+    buffers (:class:`~sam2rt.runtime.cuda.Buf`, e.g. a bank slot) by address, so nothing crosses to the host.
+    """
+
+    def __init__(self, spec: C.GraphSpec, image_size: int, path: str | Path, threads: int = 0) -> None:
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise Sam2rtError("backend ort-gpu needs onnxruntime-gpu: pip uninstall onnxruntime && "
+                              'pip install "sam2rt[gpu]" (or pip install onnxruntime-gpu)')
+        providers = ["tensorrt"] if "TensorrtExecutionProvider" in available else []
+        super().__init__(spec, image_size, path, threads=threads, providers=providers + ["cuda"])
+
+    def _run(self, feeds: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        binding = self.session.io_binding()
+        for name, a in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
+        for name in self.spec.output_names:
+            binding.bind_output(name, "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        values = binding.copy_outputs_to_cpu()
+        return {name: (np.copyto(out[name], v) or out[name]) if name in out else v
+                for name, v in zip(self.spec.output_names, values)}
+
+    def run_device(self, tensors: Mapping[str, object]) -> None:
+        """Run with every input and output bound to device memory: {name: Buf with ptr, shape, dtype}."""
+        binding = self.session.io_binding()
+        for t in self.spec.inputs:
+            b = tensors[t.name]
+            binding.bind_input(t.name, "cuda", 0, b.dtype, list(b.shape), b.ptr)
+        for t in self.spec.outputs:
+            b = tensors[t.name]
+            binding.bind_output(t.name, "cuda", 0, b.dtype, list(b.shape), b.ptr)
+        self.session.run_with_iobinding(binding)
+
+
 def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
-                 providers: str | Sequence[str] | None = None) -> dict[str, GraphRunner]:
+                 providers: str | Sequence[str] | None = None,
+                 engine_dir: str | Path | None = None) -> dict[str, GraphRunner]:
     """One runner per graph of an exported model directory, keyed by graph name.
 
     Args:
         model_dir: directory with manifest.json and the four ONNX graphs (from ``sam2rt export``).
-        backend: "ort" (ONNX Runtime).
+        backend: "ort" (ONNX Runtime, CPU unless ``providers`` say otherwise), "ort-gpu" (onnxruntime-gpu:
+            TensorRT execution provider when present, CUDA) or "trt" (TensorRT engines from ``sam2rt build``).
         threads: intra-op threads per session; 0 lets ONNX Runtime choose.
-        providers: ONNX Runtime execution providers or aliases ("cpu", "cuda"); default CPU.
+        providers: ONNX Runtime execution providers or aliases ("cpu", "cuda", "tensorrt"); default CPU.
+        engine_dir: TensorRT engines (backend "trt"); default MODEL_DIR/engines, where ``sam2rt build`` writes.
     """
     if backend not in BACKENDS:
-        raise Sam2rtError(f"backend {backend!r} is not available in this version of sam2rt; valid backends: "
-                          f"{', '.join(BACKENDS)} (TensorRT engines: see `sam2rt build`, not available yet)")
+        raise Sam2rtError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if backend == "trt":
+        from sam2rt.runtime.trt_backend import load_trt_runners
+
+        return load_trt_runners(model_dir, engine_dir)
     manifest = load_manifest(model_dir)
+    if backend == "ort-gpu":
+        return {spec.name: OrtGpuRunner(spec, manifest.image_size, manifest.graph_path(spec.name), threads=threads)
+                for spec in C.GRAPHS}
     return {spec.name: OrtRunner(spec, manifest.image_size, manifest.graph_path(spec.name),
                                  threads=threads, providers=providers)
             for spec in C.GRAPHS}

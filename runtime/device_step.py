@@ -85,7 +85,8 @@ class DeviceTracker:
     ``add_new_prompt`` (on frame 0, any number of objects), then ``track(frame)`` for each new frame.
     Prompts after frame 0 need the host bank: use ``StreamTracker`` for those sessions.
 
-    executor: None = :class:`HostExecutor` over the prompt tracker's runners (numpy bank).
+    executor: None = :class:`HostExecutor` over the prompt tracker's runners (numpy bank), or with
+    backend "trt" the ``TrtExecutor`` over the same deserialised engines (device bank, CUDA graphs).
     """
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", executor: Executor | None = None,
@@ -93,6 +94,10 @@ class DeviceTracker:
         self.prompts = StreamTracker(model_dir, backend=backend, threads=threads, fill_hole_area=fill_hole_area,
                                      **backend_options)
         self.engine = self.prompts.engine
+        if executor is None and backend == "trt":
+            from sam2rt.runtime.trt_backend import executor_for
+
+            executor = executor_for(self.engine.runners)
         self.executor = executor or HostExecutor(self.engine.runners, self.engine.size)
         self.rules: SelectionRules = self.prompts.predictor.rules
         self.fill_hole_area = self.prompts.predictor.fill_hole_area

@@ -39,9 +39,10 @@ class Engine:
     """The graphs of one model directory and the arithmetic between them."""
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
-                 preprocess: str = "official") -> None:
+                 preprocess: str = "official", engine_dir: str | Path | None = None) -> None:
         self.manifest: Manifest = load_manifest(model_dir)
-        self.runners: dict[str, GraphRunner] = load_runners(model_dir, backend=backend, threads=threads)
+        self.runners: dict[str, GraphRunner] = load_runners(model_dir, backend=backend, threads=threads,
+                                                            engine_dir=engine_dir)
         self.size = self.manifest.image_size
         self.h = self.size // 16
         self.tracking = self.manifest.tracking

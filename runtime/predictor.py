@@ -34,15 +34,16 @@ def _track_num_frames(state: State) -> int | None:
 class VideoPredictor:
     """Track objects through a video from clicks, boxes or masks (official ``SAM2VideoPredictor`` API).
 
-    model_dir: an exported model (``sam2rt export``). backend: "ort". fill_hole_area: None takes the
+    model_dir: an exported model (``sam2rt export``). backend: "ort", "ort-gpu" or "trt" (engines from
+    ``sam2rt build``, read from ``engine_dir``, default MODEL_DIR/engines). fill_hole_area: None takes the
     model's setting (8); 0 disables it (the official predictor skips it on CPU, where its CUDA kernel is
     missing). feature_cache: frames whose image features are kept.
     """
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  fill_hole_area: int | None = None, feature_cache: int = 8, preprocess: str = "official",
-                 progress: bool = True) -> None:
-        self.engine = Engine(model_dir, backend=backend, threads=threads, preprocess=preprocess)
+                 progress: bool = True, engine_dir: str | Path | None = None) -> None:
+        self.engine = Engine(model_dir, backend=backend, threads=threads, preprocess=preprocess, engine_dir=engine_dir)
         self.rules = SelectionRules.from_tracking(self.engine.tracking)
         self.fill_hole_area = self.engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.feature_cache = max(1, feature_cache)

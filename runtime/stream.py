@@ -62,16 +62,18 @@ class LiveFrames(FrameSource):
 class StreamTracker:
     """Track objects through a live stream of frames (camera-predictor API on ONNX Runtime).
 
-    model_dir: an exported model (``sam2rt export``). backend: "ort". threads: 0 lets the backend choose.
+    model_dir: an exported model (``sam2rt export``). backend: "ort", "ort-gpu" or "trt" (engines in
+    ``engine_dir``, default MODEL_DIR/engines). threads: 0 lets the backend choose.
     fill_hole_area: None takes the model's setting; 0 disables it (as the official predictor on CPU).
     bgr: frames arrive in OpenCV's BGR order and are converted. preprocess: "official" (bit-exact
     resize) or "fast" (OpenCV resize).
     """
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
-                 fill_hole_area: int | None = None, bgr: bool = False, preprocess: str = "official") -> None:
+                 fill_hole_area: int | None = None, bgr: bool = False, preprocess: str = "official",
+                 engine_dir: str | Path | None = None) -> None:
         self.predictor = VideoPredictor(model_dir, backend=backend, threads=threads, fill_hole_area=fill_hole_area,
-                                        feature_cache=1, preprocess=preprocess, progress=False)
+                                        feature_cache=1, preprocess=preprocess, progress=False, engine_dir=engine_dir)
         self.engine = self.predictor.engine
         self.bgr = bgr
         rules = self.predictor.rules

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sam2rt.cli_bench import add_bench
+from sam2rt.cli_build import add_build
 from sam2rt.cli_calibrate import add_calibrate
 from sam2rt.cli_stream import add_camera
 from sam2rt.cli_track import add_track
@@ -70,6 +71,7 @@ SUBCOMMANDS.append(add_track)
 SUBCOMMANDS.append(add_verify)
 SUBCOMMANDS.append(add_camera)
 SUBCOMMANDS.append(add_bench)
+SUBCOMMANDS.append(add_build)
 SUBCOMMANDS.append(add_calibrate)
 
 

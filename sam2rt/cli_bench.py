@@ -49,7 +49,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency per graph, frames per second, memory (optionally vs the official)")
     p.add_argument("--model", type=Path, required=True, help="exported model directory")
-    p.add_argument("--backend", default="ort", help="runtime backend (default ort)")
+    p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
+                   help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--video", type=Path, required=True, help="video file or JPEG folder")
     p.add_argument("--frames", type=int, default=30, help="frames to track (default 30)")
     p.add_argument("--objects", type=int, default=2, help="objects, one click each on frame 0 (default 2)")

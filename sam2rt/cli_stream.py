@@ -62,6 +62,8 @@ def add_camera(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bgr-display", action="store_true",
                    help="swap red and blue in the shown/written overlay (for sinks whose colours come out swapped)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
+    p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
+                   help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--reconnect", type=int, default=3, help="reopen attempts when a live source stops (default 3)")
     p.set_defaults(func=_cmd_camera)
 
@@ -201,7 +203,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         if first is None:
             raise Sam2rtError(f"video source {args.source!r} delivered no frame; check that it is not empty or busy")
         height, width = first.shape[:2]
-        tracker = StreamTracker(args.model, threads=args.threads, bgr=True)
+        tracker = StreamTracker(args.model, backend=args.backend, threads=args.threads, bgr=True)
         start = time.perf_counter()
         tracker.load_first_frame(first)
         _, obj_ids, logits = tracker.add_new_prompt(0, 1, **_first_prompt(args, width, height))

@@ -310,6 +310,7 @@ def add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", help="a box on frame 0 for object 1")
     p.add_argument("--out", type=Path, required=True, help="overlay video to write (.mp4)")
     p.add_argument("--masks-dir", type=Path, default=None, help="also write DIR/<obj_id>/<frame:05d>.png masks")
-    p.add_argument("--backend", default="ort", help="inference backend (ort: ONNX Runtime)")
+    p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
+                   help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
     p.set_defaults(func=_cmd_track)

@@ -1,0 +1,216 @@
+"""TensorRT backend: ``TrtRunner`` (the GraphRunner interface) and ``TrtExecutor`` (the device-resident step).
+
+Engines are deserialised once (after ``engines.cache`` has checked they were built for this GPU, TensorRT
+version and exactly these ONNX graphs); each gets one execution context, and every tensor is bound by name
+with ``set_tensor_address``; all work goes on one CUDA stream with ``execute_async_v3``. Object and point
+counts are checked against the engine profiles before TensorRT sees them. Imports TensorRT when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam2rt import contract as C
+from sam2rt.engines.builder import import_tensorrt
+from sam2rt.engines.cache import (check_engine_manifest, default_engine_dir, load_engine_manifest, read_engine,
+                                  rebuild_command, stored_config)
+from sam2rt.engines.preprocess import resize_inputs
+from sam2rt.engines.profiles import check_within
+from sam2rt.errors import Sam2rtError
+from sam2rt.manifest import load_manifest
+from sam2rt.runtime.backends import GraphRunner
+from sam2rt.runtime.cuda import Buf, CudaAllocator, CudaGraph, Stream, import_cudart
+
+
+class TrtEngine:
+    """One deserialised engine with its execution context; ``bind`` + ``enqueue`` run it on a stream."""
+
+    def __init__(self, runtime: Any, data: bytes, name: str, rebuild: str) -> None:
+        self.name = name
+        self.engine = runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise Sam2rtError(f"TensorRT could not deserialise the {name} engine (corrupt, or built by another "
+                              f"TensorRT); rebuild the engines: {rebuild}")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise Sam2rtError(f"TensorRT could not create an execution context for the {name} engine (out of GPU "
+                              f"memory?); close other GPU programs or rebuild with fewer --max-objects: {rebuild}")
+        trt = import_tensorrt()
+        self.inputs = [n for n in self._names() if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+
+    def _names(self) -> list[str]:
+        return [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        """The profile maximum of an input (profile 0)."""
+        return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
+
+    def bind(self, tensors: dict[str, Buf]) -> None:
+        """Set every input shape and every tensor address (all names of the engine must be given)."""
+        for name in self.inputs:
+            if not self.context.set_input_shape(name, tensors[name].shape):
+                raise Sam2rtError(f"{self.name}: TensorRT rejected input {name!r} of shape {tensors[name].shape}")
+        for name in self._names():
+            self.context.set_tensor_address(name, tensors[name].ptr)
+
+    def enqueue(self, stream: Stream) -> None:
+        if not self.context.execute_async_v3(stream.handle):
+            raise Sam2rtError(f"{self.name}: TensorRT execution failed (see its messages above)")
+
+
+def load_engines(model_dir: str | Path, engine_dir: str | Path | None = None) -> tuple[dict[str, TrtEngine], Any]:
+    """Check and deserialise every engine of ``engine_dir`` (default MODEL_DIR/engines) once."""
+    from sam2rt.engines.builder import current_device
+
+    trt = import_tensorrt()
+    manifest = load_manifest(model_dir)
+    engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_dir(model_dir)
+    raw = load_engine_manifest(engine_dir, model_dir)
+    graphs = {spec.name: manifest.graph_path(spec.name) for spec in C.GRAPHS}
+    check_engine_manifest(raw, current_device(), model_dir, engine_dir, graphs, manifest.precision)
+    cfg = stored_config(raw)
+    rebuild = rebuild_command(model_dir, engine_dir, cfg)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engines = {name: TrtEngine(runtime, read_engine(engine_dir, entry, model_dir, cfg), name, rebuild)
+               for name, entry in raw["engines"].items()}
+    return engines, cfg
+
+
+class TrtRunner(GraphRunner):
+    """A graph on TensorRT behind the runner interface: numpy in, numpy out, through pinned staging.
+
+    Device buffers are preallocated at the profile maxima; each ``run`` copies the feeds up, executes and
+    copies the outputs down on the one stream, then synchronises (outputs are host arrays).
+    """
+
+    def __init__(self, spec: C.GraphSpec, image_size: int, engine: TrtEngine, stream: Stream,
+                 allocator: CudaAllocator, limits: dict[str, int], rebuild: str) -> None:
+        super().__init__(spec, image_size)
+        self.engine, self.stream, self.alloc, self.limits, self.rebuild = engine, stream, allocator, limits, rebuild
+        dims = {**self._spatial, **limits}
+        self._max = {t.name: Buf(0, tuple(int(s) for s in t.resolve(dims)), np.dtype(t.dtype))
+                     for t in spec.inputs + spec.outputs}
+        self._bufs = {n: allocator.alloc(b.shape, b.dtype, mirrored=True) for n, b in self._max.items()}
+
+    def _run(self, feeds: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dims = self._check_feeds(feeds)
+        check_within(self.name, dims, self.limits)
+        shapes = self._resolve_outputs(dims)
+        bound: dict[str, Buf] = {}
+        for name, a in feeds.items():
+            full = self._bufs[name]
+            view = Buf(full.ptr, a.shape, full.dtype, None, full.mirror.reshape(-1)[: a.size].reshape(a.shape))
+            np.copyto(view.mirror, a)
+            self.alloc.upload(view, self.stream)
+            bound[name] = view
+        for name, shape in shapes.items():
+            full = self._bufs[name]
+            size = int(np.prod(shape))
+            bound[name] = Buf(full.ptr, shape, full.dtype, None, full.mirror.reshape(-1)[:size].reshape(shape))
+        self.engine.bind(bound)
+        self.engine.enqueue(self.stream)
+        for name in shapes:
+            self.alloc.download(bound[name], self.stream)
+        self.stream.synchronize()
+        result = {}
+        for name in shapes:
+            if name in out:
+                np.copyto(out[name], bound[name].mirror)
+                result[name] = out[name]
+            else:
+                result[name] = bound[name].mirror.copy()
+        return result
+
+
+def load_trt_runners(model_dir: str | Path, engine_dir: str | Path | None = None) -> dict[str, GraphRunner]:
+    """One TrtRunner per graph, sharing one stream and one allocator (engines checked and deserialised once)."""
+    engines, cfg = load_engines(model_dir, engine_dir)
+    manifest = load_manifest(model_dir)
+    stream, alloc = Stream(), CudaAllocator()
+    limits = {"B": cfg.max_objects, "N": cfg.max_points_fed, "M": cfg.memory_slots, "P": cfg.ptr_slots}
+    rebuild = rebuild_command(model_dir, engine_dir or default_engine_dir(model_dir), cfg)
+    runners: dict[str, GraphRunner] = {
+        spec.name: TrtRunner(spec, manifest.image_size, engines[spec.name], stream, alloc, limits, rebuild)
+        for spec in C.GRAPHS}
+    for runner in runners.values():
+        runner.device_engines, runner.build_config = engines, cfg  # the DeviceTracker's executor reuses them
+    return runners
+
+
+def executor_for(runners: dict[str, GraphRunner]) -> "TrtExecutor":
+    """The device-resident executor over the engines the TrtRunners deserialised (no second copy)."""
+    first = runners["image_encoder"]
+    if not isinstance(first, TrtRunner):
+        raise Sam2rtError("the TensorRT executor needs backend trt")
+    return TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side)
+
+
+class TrtExecutor:
+    """The device-resident step on TensorRT (see ``runtime.device_step``): device buffers, one stream,
+    GPU preprocessing of uint8 frames, and a CUDA graph per (objects, memory slot, pointer slot) replayed
+    from the second time a key is seen; capture failures fall back to direct execution, once warned."""
+
+    def __init__(self, engines: dict[str, TrtEngine], image_size: int, max_frame_side: int) -> None:
+        self.engines, self.image_size, self.max_side = engines, image_size, max_frame_side
+        self.stream = Stream()
+        self.allocator = CudaAllocator()
+        self._frame: dict[str, Buf] = {}
+        self._graphs: dict[tuple[int, ...], CudaGraph | None] = {}
+        self._seen: set[tuple[int, ...]] = set()
+
+    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
+        H, W = rgb.shape[:2]
+        if max(H, W) > self.max_side or min(H, W) < 32:
+            raise Sam2rtError(f"the frame is {W}x{H}; the preprocessing engine takes sides 32..{self.max_side}: "
+                              "resize frames first or rebuild the engines")
+        if self._frame.get("frame") is None or self._frame["frame"].shape != rgb.shape:
+            weights = resize_inputs(H, W, self.image_size)  # once per frame size
+            self._frame = {"frame": self.allocator.alloc(rgb.shape, np.uint8, mirrored=True)}
+            for name, value in weights.items():
+                self._frame[name] = self.allocator.alloc(value.shape, value.dtype, mirrored=True)
+                np.copyto(self._frame[name].mirror, value)
+                self.allocator.upload(self._frame[name], self.stream)
+        np.copyto(self._frame["frame"].mirror, rgb)
+        self.allocator.upload(self._frame["frame"], self.stream)
+        self.run(C.PREPROCESS.name, {**self._frame, "image": image})
+
+    def run(self, graph: str, tensors: dict[str, Buf]) -> None:
+        engine = self.engines[graph]
+        engine.bind(tensors)
+        engine.enqueue(self.stream)
+
+    def step(self, key: tuple[int, ...], enqueue: Any) -> None:
+        graph = self._graphs.get(key)
+        if graph is not None and graph.ready:
+            graph.launch()
+            return
+        enqueue()  # first time: a plain run (TensorRT does its lazy per-shape setup here)
+        if key in self._graphs or key in self._seen:
+            return
+        self._seen.add(key)
+        graph = CudaGraph(self.stream)
+        if graph.capture(enqueue):
+            self._graphs[key] = graph
+        else:
+            import warnings
+
+            warnings.warn(f"CUDA graph capture failed ({graph.error}); running the tracking step without it",
+                          stacklevel=2)
+            self._graphs[key] = None
+
+    def round_bank(self, slot: Buf) -> None:
+        """The device bank keeps float32 memories (no bfloat16 rounding kernel here; see the README)."""
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+
+def device_memory_mb() -> dict[str, float]:
+    """Device memory in use (for ``sam2rt bench``)."""
+    from sam2rt.runtime.cuda import memory_info
+
+    import_cudart()
+    return memory_info()
