@@ -338,11 +338,11 @@ def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
     """
     if backend not in BACKENDS:
         raise Sam2rtError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    manifest = load_manifest(model_dir)
     if backend == "trt":
         from sam2rt.runtime.trt_backend import load_trt_runners
 
         return load_trt_runners(model_dir, engine_dir)
-    manifest = load_manifest(model_dir)
     if backend == "ort-gpu":
         return {spec.name: OrtGpuRunner(spec, manifest.image_size, manifest.graph_path(spec.name), threads=threads)
                 for spec in C.GRAPHS}

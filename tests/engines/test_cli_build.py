@@ -25,3 +25,12 @@ def test_trt_backend_without_engines_names_the_build_command(model: Path) -> Non
 
     with pytest.raises(Sam2rtError, match=f"sam2rt build {model} --out {model / 'engines'}"):
         load_engine_manifest(model / "engines", model)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_trt_backend_without_tensorrt_names_the_install(model: Path) -> None:
+    from sam2rt.errors import Sam2rtError
+    from sam2rt.runtime.backends import load_runners
+
+    with pytest.raises(Sam2rtError, match=r'pip install "sam2rt\[trt\]"'):
+        load_runners(model, backend="trt")

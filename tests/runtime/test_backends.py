@@ -234,8 +234,11 @@ def test_negative_threads(toy_path: Path) -> None:
 
 
 def test_load_runners_errors(tmp_path: Path) -> None:
-    with pytest.raises(Sam2rtError, match=r"backend 'trt' is not available in this version.*valid backends: ort"):
-        load_runners(tmp_path, backend="trt")
+    with pytest.raises(Sam2rtError, match=r"unknown backend 'tensorflow'; valid backends: ort, ort-gpu, trt"):
+        load_runners(tmp_path, backend="tensorflow")
+    for backend in ("trt", "ort-gpu"):  # the model directory is checked before the GPU stack
+        with pytest.raises(Sam2rtError, match=r"has no manifest\.json"):
+            load_runners(tmp_path, backend=backend)
     with pytest.raises(Sam2rtError, match=r"has no manifest\.json"):
         load_runners(tmp_path)
 
