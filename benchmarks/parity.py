@@ -82,6 +82,34 @@ def run_steps(predictor, video: Any, steps: Sequence[Step],
     return results
 
 
+def steps_from_prompts(prompts) -> list[Step]:
+    """A prompts file as steps: every prompt, forward propagation, then reverse from the last prompted frame."""
+    from sam2rt.prompts_file import read_mask
+
+    steps: list[tuple] = []
+    for p in prompts:
+        if p.mask is not None:
+            steps.append(("mask", p.frame, p.obj_id, read_mask(p.mask, p.where)))
+        else:
+            kwargs = {"points": [list(x) for x in p.points] if p.points else None,
+                      "labels": list(p.labels) if p.labels else None, "box": list(p.box) if p.box else None}
+            steps.append(("points", p.frame, p.obj_id, kwargs))
+    steps.append(("propagate", {}))
+    last = max(p.frame for p in prompts)
+    if last > 0:
+        steps.append(("propagate", {"start_frame_idx": last, "reverse": True}))
+    return steps
+
+
+def jpeg_folder(video: Path, frames: int | None, tmp: Path) -> Path:
+    """The official predictor reads only JPEG folders: extract a video file into one."""
+    if video.is_dir():
+        return video
+    from sam2rt.runtime.frames import extract_jpeg_folder
+
+    return extract_jpeg_folder(video, tmp / "frames", max_frames=frames)
+
+
 def to_numpy(masks) -> np.ndarray:
     """Masks from either predictor (torch tensor or numpy array) -> numpy."""
     return masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)

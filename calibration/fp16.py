@@ -20,6 +20,7 @@ that read a graph output keep reading the FP32 name instead of the FP16 value be
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ from onnx import TensorProto
 from tqdm import tqdm
 
 from sam2rt import contract as C
-from sam2rt.calibration.variant import load_fp32_source, write_variant
+from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_variant
 
 # Ops kept in FP32 by default, besides onnxconverter-common's DEFAULT_OP_BLOCK_LIST.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
@@ -112,13 +113,16 @@ def convert_graph(model: onnx.ModelProto, cfg: Fp16Config) -> tuple[onnx.ModelPr
     keep_nodes = fp32_nodes(model.graph, cfg)
     keep_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.keep_ops))
     kept = sum(1 for n in model.graph.node if n.op_type in keep_ops or n.name in keep_nodes)
-    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=keep_ops,
-                                         node_block_list=sorted(keep_nodes))
+    with warnings.catch_warnings(record=True) as clamped:
+        # one warning per weight below FP16's smallest normal (set to 1e-7) or above 1e4 (clamped): counted
+        warnings.simplefilter("always")
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=keep_ops,
+                                             node_block_list=sorted(keep_nodes))
     _repair_source_casts(converted.graph, source_casts - keep_nodes)
     _repair_output_readers(converted.graph)
     computing = sum(1 for n in model.graph.node if n.op_type not in ("Constant", "Shape", "Gather", "Unsqueeze",
                                                                      "Concat", "Reshape", "Cast"))
-    return converted, {"fp32_nodes": kept, "compute_nodes": computing, "fp32_ops": keep_ops,
+    return converted, {"clamped_values": sum("truncated" in str(w.message) for w in clamped), "fp32_nodes": kept, "compute_nodes": computing, "fp32_ops": keep_ops,
                        "rope_fp32": cfg.rope_fp32, "attention_fp32": cfg.attention_fp32}
 
 
@@ -147,6 +151,7 @@ def convert_model(model_dir: str | Path, out: str | Path, cfg: Fp16Config = Fp16
                   log: Callable[[str], None] = print) -> Path:
     """Write an FP16 variant of the FP32 export in ``model_dir`` to ``out``; returns the manifest path."""
     source = load_fp32_source(model_dir, "FP16 conversion")
+    check_out_dir(source, out)  # before the work: a bad --out fails at once
     unknown = [g for g in cfg.graphs if g not in C.GRAPHS_BY_NAME]
     if unknown:
         from sam2rt.errors import Sam2rtError

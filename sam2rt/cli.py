@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 from sam2rt.cli_bench import add_bench
 from sam2rt.cli_build import add_build
+from sam2rt.cli_convert import add_convert
+from sam2rt.cli_report import add_report
 from sam2rt.cli_calibrate import add_calibrate
 from sam2rt.cli_stream import add_camera
 from sam2rt.cli_track import add_track
@@ -72,6 +74,8 @@ SUBCOMMANDS.append(add_verify)
 SUBCOMMANDS.append(add_camera)
 SUBCOMMANDS.append(add_bench)
 SUBCOMMANDS.append(add_build)
+SUBCOMMANDS.append(add_convert)
+SUBCOMMANDS.append(add_report)
 SUBCOMMANDS.append(add_calibrate)
 
 

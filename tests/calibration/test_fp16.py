@@ -1,0 +1,112 @@
+"""FP16 variant (`sam2rt convert --precision fp16`): FP32 islands where they belong, same contract, and
+tracking close to the official predictor (sam2.1 tiny @256, seeded random weights)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from sam2rt import contract as C
+from sam2rt.cli import main
+from sam2rt.errors import Sam2rtError
+from sam2rt.manifest import load_manifest
+
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def fp16_dir(exported_tiny_256: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sam2rt.calibration.fp16 import convert_model
+
+    out = tmp_path_factory.mktemp("tiny256_fp16")
+    convert_model(exported_tiny_256, out, log=lambda _: None)
+    return out
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def test_manifest_records_precision_and_keeps_contract(fp16_dir: Path, exported_tiny_256: Path) -> None:
+    m = load_manifest(fp16_dir)
+    assert m.precision == "fp16"
+    assert m.raw["source"] == load_manifest(exported_tiny_256).raw["source"]  # same weights: verify can use them
+    assert {g["precision"] for g in m.raw["conversion"]["graphs"].values()} == {"fp16"}
+    for spec in C.GRAPHS:
+        model = onnx.load(str(m.graph_path(spec.name)))
+        io = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
+        want = {t.name: onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) for t in spec.inputs + spec.outputs}
+        assert io == want, spec.name
+        half = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16]
+        assert sum(int(np.prod(i.dims)) for i in half) > 0.9 * sum(int(np.prod(i.dims)) for i in model.graph.initializer
+                                                                    if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16))
+
+
+def test_layernorm_softmax_and_attention_logits_stay_fp32(fp16_dir: Path) -> None:
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(fp16_dir / "memory_attention.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    producers = _producers(model.graph)
+    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    assert softmaxes and norms
+    for node in softmaxes + norms:
+        assert types[node.input[0]] == TensorProto.FLOAT, node.name
+        assert producers[node.input[0]].op_type in ("Cast", "Div", "Add", "MatMul"), node.name
+    # Q·Kᵀ before every softmax computes in FP32 (its inputs are cast up)
+    for softmax in softmaxes:
+        node = producers[softmax.input[0]]
+        while node.op_type != "MatMul":
+            node = producers[node.input[0]]
+        assert all(types.get(i) == TensorProto.FLOAT for i in node.input), node.name
+
+
+def test_rope_rotations_use_fp32_tables(fp16_dir: Path, exported_tiny_256: Path) -> None:
+    from sam2rt.calibration.fp16 import rope_nodes
+
+    source = onnx.load(str(exported_tiny_256 / "memory_attention.onnx"))
+    names = rope_nodes(source.graph)
+    # 4 layers x (self q, self k, cross q, cross k frames) x (4 Muls + Sub + Add), at least
+    assert len([n for n in source.graph.node if n.name in names and n.op_type == "Mul"]) >= 4 * 4 * 4
+    converted = onnx.load(str(fp16_dir / "memory_attention.onnx"))
+    tables = {i.name: i.data_type for i in converted.graph.initializer if i.name.endswith(("_cos", "_sin"))}
+    assert tables and set(tables.values()) == {TensorProto.FLOAT}
+
+
+def test_fp16_tracks_like_the_official_predictor(fp16_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from sam2rt.benchmarks.parity import compare, official_predictor, run_steps
+    from sam2rt.runtime.predictor import VideoPredictor
+
+    for i in range(FRAMES):
+        shutil.copy(shared_data / "videos" / "bedroom_frames" / f"{i:05d}.jpg", tmp_path / f"{i:05d}.jpg")
+    steps = [("points", 0, 1, {"points": [[420, 260], [640, 300]], "labels": [1, 0]}),
+             ("points", 0, 2, {"box": [120, 100, 330, 420]}), ("propagate", {})]
+    reference = official_predictor(load_manifest(fp16_dir), None, 0)
+    ours = VideoPredictor(fp16_dir, threads=1, fill_hole_area=0, progress=False)
+    report = compare(run_steps(reference, str(tmp_path), steps, frame_hook=torch.inference_mode),
+                     run_steps(ours, str(tmp_path), steps))
+    assert len(report.rows) == 1 + 2 + 2 * FRAMES  # object 1's click, both after the box, then tracking
+    assert report.mean_iou >= 0.99, report.summary()
+    assert report.max_logit_diff > 0  # it really ran in FP16: not bit-identical to FP32
+
+
+def test_bad_requests_write_nothing(fp16_dir: Path, exported_tiny_256: Path, tmp_path: Path, capsys) -> None:
+    from sam2rt.calibration.fp16 import convert_model
+
+    with pytest.raises(Sam2rtError, match="holds fp16 graphs"):
+        convert_model(fp16_dir, tmp_path / "again")
+    with pytest.raises(Sam2rtError, match="is the source model directory"):
+        convert_model(exported_tiny_256, exported_tiny_256)
+    assert not (tmp_path / "again").exists()
+    assert main(["convert", str(exported_tiny_256), "--precision", "int8", "--out", str(tmp_path / "x")]) == 2
+    assert "sam2rt calibrate" in capsys.readouterr().err
+    assert main(["convert", str(exported_tiny_256), "--precision", "fp8", "--out", str(tmp_path / "y")]) == 2
+    assert "choose one of fp32, fp16, int8" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
