@@ -31,7 +31,13 @@ METHODS = ("minmax", "entropy", "percentile")
 # Chosen by measurement (SAM 2.1 tiny, 512 px, seeded random weights; see the precision table in README).
 DEFAULT_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-DEFAULT_EXCLUDE: tuple[str, ...] = ()
+# The decoder's token-only heads (hypernetwork MLPs, IoU / object-score / pointer heads) cost nothing in
+# float and carry its outputs; "/MatMul" is the random-Fourier encoding of the prompt coordinates; the
+# mask-prompt convs only run on refinement clicks, which the captured runs never exercise (no ranges).
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    "mask_decoder:/MatMul", "mask_decoder:/mask_downscaling/*", "mask_decoder:/output_hypernetworks_mlps*",
+    "mask_decoder:/iou_prediction_head/*", "mask_decoder:/pred_obj_score_head/*", "mask_decoder:/obj_ptr_proj/*",
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ class CalibrationConfig:
     graphs: graphs to quantize; the others are copied in FP32.
     op_types: ONNX op types whose inputs get Q/DQ; ``weight_matmul_only`` leaves activation-by-activation
         MatMuls (attention scores and their weighted sums) in float.
-    exclude: fnmatch patterns on node names (e.g. "*/output_upscaling/*") kept in float.
+    exclude: node-name patterns kept in float: "GLOB" for every graph or "GRAPH:GLOB" for one (fnmatch,
+        e.g. "mask_decoder:/output_upscaling*").
     objects: prompted objects per clip while capturing; max_samples: captured feeds kept per graph.
     """
 
@@ -79,27 +86,39 @@ class CalibrationConfig:
 
 
 class _Reader:
-    """``onnxruntime.quantization.CalibrationDataReader`` over a list of captured feeds."""
+    """``onnxruntime.quantization.CalibrationDataReader`` over a list of captured feeds.
+
+    ``set_range`` lets the calibrator take one run at a time ("CalibStridedMinMax" 1): ORT's histogram
+    collectors stack a batch's outputs into one array, which fails when runs differ in shape (B objects,
+    N points, M slots differ from run to run); one run per batch always stacks.
+    """
 
     def __init__(self, feeds: Sequence[Feeds], progress: Callable[[], None]) -> None:
         self._feeds = feeds
-        self._next = 0
+        self._next, self._end = 0, len(feeds)
         self._progress = progress
 
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, min(end_index, len(self._feeds))
+
     def get_next(self) -> Feeds | None:
-        if self._next >= len(self._feeds):
+        if self._next >= self._end:
             return None
         self._next += 1
         self._progress()
         return self._feeds[self._next - 1]
 
     def rewind(self) -> None:
-        self._next = 0
+        self._next, self._end = 0, len(self._feeds)
 
 
-def excluded_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> list[str]:
-    """Names of the nodes matching any fnmatch pattern."""
-    return [n.name for n in model.graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
+def excluded_nodes(model: onnx.ModelProto, graph: str, patterns: Sequence[str]) -> list[str]:
+    """Names of the nodes matching a pattern: ``"GLOB"`` (any graph) or ``"GRAPH:GLOB"`` (that graph only)."""
+    globs = [p.split(":", 1)[1] if ":" in p else p for p in patterns if ":" not in p or p.split(":", 1)[0] == graph]
+    return [n.name for n in model.graph.node if any(fnmatch.fnmatchcase(n.name, g) for g in globs)]
 
 
 def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationConfig,
@@ -120,7 +139,7 @@ def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationC
     if not feeds:
         raise Sam2rtError(f"no calibration inputs were captured for {fp32_path.stem}; pass more calibration data")
     source = onnx.load(str(fp32_path), load_external_data=False)
-    exclude = excluded_nodes(source, config.exclude)
+    exclude = excluded_nodes(source, fp32_path.stem, config.exclude)
     del source
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.method]
@@ -134,10 +153,13 @@ def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationC
         "OpTypesToExcludeOutputQuantization": list(config.op_types),
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # (K, N) weights: one scale per output column
         "CalibPercentile": config.percentile,
+        "CalibStridedMinMax": 1,  # one run per calibrator batch (see _Reader); every method accumulates
     }
-    logger = logging.getLogger("onnxruntime.quantization")  # its per-run INFO lines drown the progress bar
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    # Its per-run INFO lines and the root-logger advice to pre-process drown the progress bars.
+    loggers = [logging.getLogger("onnxruntime.quantization"), logging.getLogger()]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with tempfile.TemporaryDirectory(prefix="sam2rt-int8-") as tmp:
             out = Path(tmp) / fp32_path.name
@@ -147,10 +169,12 @@ def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationC
                             nodes_to_exclude=exclude, calibrate_method=method, extra_options=extra)
             model = onnx.load(str(out))
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     ops = Counter(n.op_type for n in model.graph.node)
+    kept = [n.name for n in model.graph.node if n.name in set(exclude) and n.op_type in config.op_types]
     details = {"quantized": True, "method": config.method, "op_types": list(config.op_types),
-               "weight_matmul_only": config.weight_matmul_only, "excluded_nodes": exclude,
+               "weight_matmul_only": config.weight_matmul_only, "excluded_nodes": kept,
                "quantize_linear": ops["QuantizeLinear"], "dequantize_linear": ops["DequantizeLinear"],
                "samples": len(feeds)}
     if config.method == "percentile":

@@ -69,7 +69,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-matmuls", action="store_true",
                    help="also quantize activation x activation MatMuls (attention); default: weight MatMuls only")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="keep nodes whose name matches this fnmatch pattern in float; repeatable")
+                   help="keep nodes matching GLOB or GRAPH:GLOB (node names, fnmatch) in float; repeatable; replaces the default list")
     p.add_argument("--objects", type=int, default=2, help="objects prompted per clip while capturing (default 2)")
     p.add_argument("--max-samples", type=int, default=64, help="captured runs kept per graph (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for the automatic prompts (default 0)")

@@ -1,0 +1,111 @@
+"""sam2rt.calibration.int8 and ``sam2rt calibrate``: QDQ INT8 graphs that the runtime tracks with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from sam2rt import contract as C
+from sam2rt.calibration.capture import CaptureSettings, captured_samples
+from sam2rt.calibration.int8 import CalibrationConfig, calibrate_model
+from sam2rt.calibration.sampling import find_sources, plan_clips
+from sam2rt.cli import main
+from sam2rt.errors import Sam2rtError
+from sam2rt.manifest import load_manifest
+
+pytest.importorskip("onnxruntime.quantization")
+SMALL = dict(frames=5, clip_len=4, max_samples=8)  # a 4-frame clip and one image: seconds at 256 px
+
+
+def _data(shared_data: Path) -> list[Path]:
+    return [shared_data / "videos" / "cups.mp4", shared_data / "images" / "truck.jpg"]
+
+
+@pytest.fixture(scope="module")
+def int8_256(exported_tiny_256: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 256-px tiny export, all four graphs INT8 (minmax), calibrated on 5 frames."""
+    root = tmp_path_factory.mktemp("int8")
+    cfg = CalibrationConfig(graphs=tuple(s.name for s in C.GRAPHS), cache_dir=root / "cache", progress=False,
+                            **SMALL)
+    return calibrate_model(exported_tiny_256, _data(shared_data), root / "model", cfg).parent
+
+
+def _zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    inits = {i.name: i for i in model.graph.initializer}
+    return [numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+
+
+def test_graphs_are_symmetric_int8_qdq(int8_256: Path) -> None:
+    manifest = load_manifest(int8_256)
+    assert manifest.precision == "int8"
+    for spec in C.GRAPHS:
+        model = onnx.load(str(manifest.graph_path(spec.name)))
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops, spec.name
+        zps = _zero_points(model)
+        assert zps and all(z.dtype == np.int8 and not z.any() for z in zps), spec.name
+        assert [i.name for i in model.graph.input] == spec.input_names  # the contract is unchanged
+        details = manifest.raw["conversion"]["graphs"][spec.name]
+        assert details["quantized"] and details["method"] == "minmax" and details["samples"] >= 1
+
+
+def test_int8_tracks_like_fp32(exported_tiny_256: Path, int8_256: Path, shared_data: Path) -> None:
+    from sam2rt.runtime.predictor import VideoPredictor
+
+    frames = str(shared_data / "videos" / "bedroom_frames")
+    masks = {}
+    for name, model in (("fp32", exported_tiny_256), ("int8", int8_256)):
+        predictor = VideoPredictor(model, progress=False)
+        state = predictor.init_state(frames)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[420, 260]], labels=[1])
+        predictor.add_new_points_or_box(state, 0, 2, box=[120, 100, 330, 420])
+        masks[name] = [m > 0 for _, _, m in predictor.propagate_in_video(state, max_frame_num_to_track=5)]
+    ious = [(a & b).sum() / max((a | b).sum(), 1) for fa, fb in zip(masks["fp32"], masks["int8"])
+            for a, b in zip(fa, fb)]
+    assert len(ious) == 12 and np.mean(ious) >= 0.9, ious
+
+
+def test_capture_cache_is_reused(exported_tiny_256: Path, int8_256: Path, shared_data: Path) -> None:
+    manifest = load_manifest(exported_tiny_256)
+    clips = plan_clips(find_sources(_data(shared_data)), SMALL["frames"], SMALL["clip_len"])
+    lines: list[str] = []
+    samples = captured_samples(manifest, clips, CaptureSettings(max_samples=SMALL["max_samples"]),
+                               cache_dir=int8_256.parent / "cache", log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("calibration inputs: cached ") and " to " not in lines[0]
+    assert {len(v) for v in samples.values()} and all(1 <= len(v) <= SMALL["max_samples"] for v in samples.values())
+    memory = max(samples["memory_attention"], key=lambda f: f["memory"].shape[0])
+    assert memory["memory"].shape[0] > 1 and memory["memory_valid"].sum() > 1  # a real, filling bank
+
+
+def test_rejects_a_converted_source(int8_256: Path, shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(Sam2rtError, match="holds int8 graphs; INT8 calibration starts from the FP32"):
+        calibrate_model(int8_256, _data(shared_data), tmp_path / "out", CalibrationConfig(progress=False, **SMALL))
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_frames_and_bad_method_write_nothing(exported_tiny_256: Path, tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(Sam2rtError, match="yields no frames"):
+        calibrate_model(exported_tiny_256, [empty], out, CalibrationConfig(progress=False, **SMALL))
+    assert not (out / C.MANIFEST_NAME).exists() and not any(out.glob("*.onnx"))
+    rc = main(["calibrate", str(exported_tiny_256), "--data", str(empty), "--out", str(tmp_path / "o2"),
+               "--method", "kl"])
+    assert rc == 2 and "unknown calibration method 'kl'; choose one of minmax, entropy, percentile" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+    with pytest.raises(Sam2rtError, match="unknown graph"):
+        CalibrationConfig(graphs=("decoder",)).check()
+
+
+def test_manifest_records_the_settings(int8_256: Path) -> None:
+    conversion = json.loads((int8_256 / C.MANIFEST_NAME).read_text())["conversion"]
+    assert conversion["from_precision"] == "fp32" and "onnxruntime.quantization" in conversion["tool"]
+    cal = conversion["calibration"]
+    assert cal["frames"] == 5 and cal["method"] == "minmax" and len(cal["clips"]) == 2
