@@ -60,10 +60,11 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory for the INT8 model")
     p.add_argument("--frames", type=int, default=48, help="calibration frames in all (default 48)")
     p.add_argument("--clip-len", type=int, default=8, help="consecutive frames tracked per clip (default 8)")
-    p.add_argument("--method", default="minmax", help="minmax (default), entropy or percentile")
+    p.add_argument("--method", default="percentile", help="percentile (default), minmax or entropy")
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
     p.add_argument("--graphs", default=None, metavar="G1,G2|all|none",
-                   help=f"graphs to quantize (default: the measured choice); any of {', '.join(_GRAPHS)}")
+                   help="graphs to quantize (default image_encoder,memory_attention,memory_encoder: the "
+                        f"mask decoder stays FP32, measured); any of {', '.join(_GRAPHS)}")
     p.add_argument("--op-types", default=None, metavar="OP1,OP2",
                    help="op types to quantize (default Conv,ConvTranspose,MatMul,Gemm)")
     p.add_argument("--all-matmuls", action="store_true",

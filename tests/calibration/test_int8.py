@@ -28,7 +28,7 @@ def _data(shared_data: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def int8_256(exported_tiny_256: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 256-px tiny export, all four graphs INT8 (minmax), calibrated on 5 frames."""
+    """The 256-px tiny export, all four graphs INT8 (default method), calibrated on 5 frames."""
     root = tmp_path_factory.mktemp("int8")
     cfg = CalibrationConfig(graphs=tuple(s.name for s in C.GRAPHS), cache_dir=root / "cache", progress=False,
                             **SMALL)
@@ -52,7 +52,7 @@ def test_graphs_are_symmetric_int8_qdq(int8_256: Path) -> None:
         assert zps and all(z.dtype == np.int8 and not z.any() for z in zps), spec.name
         assert [i.name for i in model.graph.input] == spec.input_names  # the contract is unchanged
         details = manifest.raw["conversion"]["graphs"][spec.name]
-        assert details["quantized"] and details["method"] == "minmax" and details["samples"] >= 1
+        assert details["quantized"] and details["method"] == "percentile" and details["samples"] >= 1
 
 
 def test_int8_tracks_like_fp32(exported_tiny_256: Path, int8_256: Path, shared_data: Path) -> None:
@@ -108,4 +108,21 @@ def test_manifest_records_the_settings(int8_256: Path) -> None:
     conversion = json.loads((int8_256 / C.MANIFEST_NAME).read_text())["conversion"]
     assert conversion["from_precision"] == "fp32" and "onnxruntime.quantization" in conversion["tool"]
     cal = conversion["calibration"]
-    assert cal["frames"] == 5 and cal["method"] == "minmax" and len(cal["clips"]) == 2
+    assert cal["frames"] == 5 and cal["method"] == "percentile" and len(cal["clips"]) == 2
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_methods_take_runs_of_different_shapes(exported_tiny_256: Path, int8_256: Path,
+                                                         shared_data: Path, method: str) -> None:
+    from sam2rt.calibration.int8 import quantize_graph
+
+    manifest = load_manifest(exported_tiny_256)
+    clips = plan_clips(find_sources(_data(shared_data)), SMALL["frames"], SMALL["clip_len"])
+    samples = captured_samples(manifest, clips, CaptureSettings(max_samples=SMALL["max_samples"]),
+                               cache_dir=int8_256.parent / "cache", log=lambda _: None)
+    feeds = samples["memory_encoder"]
+    assert len({f["mask_logits"].shape[0] for f in feeds}) > 1  # B = 1 on prompts, 2 while tracking
+    model, details = quantize_graph(manifest.graph_path("memory_encoder"), feeds,
+                                    CalibrationConfig(method=method, percentile=99.9))
+    assert details["method"] == method and details["quantize_linear"] > 0
+    assert all(not z.any() for z in _zero_points(model))
