@@ -210,8 +210,8 @@ def calibrate_model(model_dir: str | Path, data: Sequence[str | Path], out: str 
 
     config.check()
     source = load_fp32_source(model_dir, "INT8 calibration")
-    check_out_dir(source, out)
     clips = plan_clips(find_sources(data), config.frames, config.clip_len)
+    check_out_dir(source, out)  # after the checks of the data (which create nothing), before the long work
     log(f"calibration frames: {describe(clips)}")
     settings = CaptureSettings(objects=config.objects, seed=config.seed, max_samples=config.max_samples)
     samples = captured_samples(source, clips, settings, cache_dir=config.cache_dir, use_cache=config.use_cache,
