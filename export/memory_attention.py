@@ -39,12 +39,24 @@ def _project(attn: nn.Module, proj: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _heads(proj(x), attn.num_heads)
 
 
-def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Softmax attention of headed ``q (B,n,T,d)`` over ``k, v (B,n,K,d)``, bias ``(B,1,1,K)``, then out_proj."""
+def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+            v_proj: nn.Linear | None = None) -> torch.Tensor:
+    """Softmax attention of headed ``q (B,n,T,d)`` over ``k, v (B,n,K,d)``, bias ``(B,1,1,K)``, then out_proj.
+
+    With ``v_proj``, ``v`` is the unprojected ``(B, K, c)`` and the projection follows the weighted sum:
+    softmax(QKᵀ)·(V Wᵀ + b) = (softmax(QKᵀ)·V)·Wᵀ + b, since every softmax row sums to 1. For memory tokens
+    (c = 64, d = 256) that is 4x fewer multiply-adds in the largest product of the graph.
+    """
     logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, n, T, K)
     if bias is not None:
         logits = logits + bias
-    out = torch.softmax(logits, dim=-1) @ v
+    probs = torch.softmax(logits, dim=-1)
+    if v_proj is None:
+        out = probs @ v  # (B, n, T, d)
+    else:
+        n, d = q.shape[1], q.shape[-1]
+        weight = v_proj.weight.reshape(n, d, -1)  # (n, d, c): head h's rows of the projection
+        out = (probs @ v.unsqueeze(1)) @ weight.transpose(-1, -2) + v_proj.bias.reshape(n, 1, d)  # (B, n, T, d)
     b, n, t, d = out.shape
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
 
@@ -72,7 +84,7 @@ def rope_cross_attention(
     b, n, _, d = kf.shape
     kf = _rotate(kf.reshape(b, n, -1, cos.shape[0], d), cos, sin).reshape(b, n, -1, d)
     k = torch.cat([kf, _project(attn, attn.k_proj, k_ptrs)], dim=2)
-    return _attend(attn, q, k, _project(attn, attn.v_proj, v), bias)
+    return _attend(attn, q, k, v, bias, v_proj=attn.v_proj)
 
 
 class MemoryAttentionGraph(nn.Module):
