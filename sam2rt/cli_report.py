@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sam2rt.cli_verify import add_reference_args
 from sam2rt.errors import Sam2rtError
 
 
@@ -28,9 +29,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("precision-report", help="accuracy and ORT CPU latency of fp32/fp16/int8 model directories")
     p.add_argument("--models", type=Path, nargs="+", required=True,
                    help="model directories: the FP32 export and its variants (sam2rt convert / calibrate)")
-    p.add_argument("--checkpoint", type=Path, default=None, help="the checkpoint the model was exported from")
-    p.add_argument("--random-weights", action="store_true", help="the model was exported with --random-weights")
-    p.add_argument("--seed", type=int, default=0, help="seed used at export (default 0)")
+    add_reference_args(p)
     p.add_argument("--video", type=Path, required=True, help="end-to-end check: JPEG folder or video file")
     p.add_argument("--prompts", type=Path, required=True, help="prompts JSON for the end-to-end check")
     p.add_argument("--video-frames", type=int, default=None, help="use the first N frames of a video file")

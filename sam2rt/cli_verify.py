@@ -49,12 +49,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="compare with the official predictor (same weights, frames, prompts)")
-    p.add_argument("--model", type=Path, required=True, help="exported model directory")
+def add_reference_args(p: argparse.ArgumentParser) -> None:
+    """The weights the official reference is built with: the export's checkpoint or its random seed."""
     p.add_argument("--checkpoint", type=Path, default=None, help="the checkpoint the model was exported from")
     p.add_argument("--random-weights", action="store_true", help="the model was exported with --random-weights")
     p.add_argument("--seed", type=int, default=0, help="seed used at export (default 0)")
+
+
+def add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="compare with the official predictor (same weights, frames, prompts)")
+    p.add_argument("--model", type=Path, required=True, help="exported model directory")
+    add_reference_args(p)
     p.add_argument("--video", type=Path, required=True, help="JPEG folder or video file")
     p.add_argument("--prompts", type=Path, required=True, help="prompts JSON file (see README)")
     p.add_argument("--frames", type=int, default=None, help="use the first N frames of a video file")
