@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sam2rt import contract as C
-from sam2rt.calibration.capture import CaptureSettings, Samples, captured_samples
+from sam2rt.calibration.capture import CaptureSettings, Samples, captured_samples, evenly
 from sam2rt.calibration.sampling import find_sources, plan_clips
 from sam2rt.manifest import Manifest, load_manifest
 from sam2rt.runtime.backends import GraphRunner, load_runners
@@ -64,8 +64,7 @@ def graph_errors(reference: dict[str, GraphRunner], runners: dict[str, GraphRunn
     for name, feeds_list in samples.items():
         out = MAIN_OUTPUT[name]
         rel[name], mx[name] = 0.0, 0.0
-        picks = np.unique(np.linspace(0, len(feeds_list) - 1, min(limit, len(feeds_list))).round().astype(int))
-        for feeds in (feeds_list[i] for i in picks):
+        for feeds in evenly(feeds_list, limit):
             a = reference[name].run(feeds)[out]
             b = runners[name].run(feeds)[out]
             keep = _finite(a) & _finite(b) if name == "mask_decoder" else np.ones(a.shape, bool)

@@ -23,17 +23,12 @@ from tqdm import tqdm
 from sam2rt import contract as C
 from sam2rt.calibration.sampling import Clip, read_clip
 from sam2rt.manifest import Manifest, sha256_file
+from sam2rt.models import default_cache_dir
 from sam2rt.runtime.backends import GraphRunner
 
 CAPTURE_VERSION = 1  # bump when the prompts or the recording change what a cache holds
 Feeds = dict[str, np.ndarray]
 Samples = dict[str, list[Feeds]]  # graph name -> feeds in the order the tracker ran them
-
-
-def default_cache_dir() -> Path:
-    """The cache root: ``$SAM2RT_CACHE`` if set, else ``~/.cache/sam2rt`` (as for checkpoints)."""
-    env = os.environ.get("SAM2RT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sam2rt"
 
 
 class RecordingRunner(GraphRunner):
@@ -100,10 +95,11 @@ def capture(model_dir: Path, clips: Sequence[Clip], settings: CaptureSettings, p
             predictor.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, **kwargs)
         for _ in predictor.propagate_in_video(state):
             pass
-    return {name: _evenly(rec.feeds, settings.max_samples) for name, rec in recorders.items()}
+    return {name: evenly(rec.feeds, settings.max_samples) for name, rec in recorders.items()}
 
 
-def _evenly(items: list, limit: int) -> list:
+def evenly(items: list, limit: int) -> list:
+    """At most ``limit`` items, picked evenly over the list (first and last kept)."""
     if len(items) <= limit:
         return items
     picks = np.linspace(0, len(items) - 1, limit).round().astype(int)

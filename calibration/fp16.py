@@ -21,7 +21,7 @@ that read a graph output keep reading the FP32 name instead of the FP16 value be
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from sam2rt import contract as C
 from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_variant
+from sam2rt.errors import Sam2rtError
 
 # Ops kept in FP32 by default, besides onnxconverter-common's DEFAULT_OP_BLOCK_LIST.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
@@ -54,7 +55,6 @@ class Fp16Config:
     attention_fp32: bool = True
     rope_fp32: bool = True
     graphs: tuple[str, ...] = tuple(g.name for g in C.GRAPHS)
-    extra: dict = field(default_factory=dict)
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
@@ -154,8 +154,6 @@ def convert_model(model_dir: str | Path, out: str | Path, cfg: Fp16Config = Fp16
     check_out_dir(source, out)  # before the work: a bad --out fails at once
     unknown = [g for g in cfg.graphs if g not in C.GRAPHS_BY_NAME]
     if unknown:
-        from sam2rt.errors import Sam2rtError
-
         raise Sam2rtError(f"unknown graph(s) {unknown}; the graphs are {[g.name for g in C.GRAPHS]}")
     graphs: dict[str, onnx.ModelProto] = {}
     details: dict[str, dict] = {}

@@ -18,7 +18,7 @@ import onnx
 
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
-from sam2rt.manifest import Manifest, load_manifest, sha256_file, write_manifest
+from sam2rt.manifest import Manifest, load_manifest, make_output_dir, sha256_file, write_manifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -46,11 +46,7 @@ def check_out_dir(source: Manifest, out: str | Path) -> Path:
     out = Path(out)
     if out.resolve() == source.directory.resolve():
         raise Sam2rtError(f"--out {out} is the source model directory; choose a new directory for the variant")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=out, prefix=".sam2rt-write-test-").close()
-    except OSError as e:
-        raise Sam2rtError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") from None
+    make_output_dir(out)
     return out
 
 

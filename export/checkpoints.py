@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sam2rt.contract import check_image_size
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import sha256_file
-from sam2rt.models import model_info
+from sam2rt.models import default_cache_dir, model_info
 
 _CHUNK = 1 << 20
 _ABSOLUTE_STD = 0.02  # noise for norm weights/biases and constant tensors
@@ -39,12 +39,6 @@ class ModelSource:
     image_size: int
     checkpoint_sha256: str | None
     random_seed: int | None
-
-
-def default_cache_dir() -> Path:
-    """The cache root: ``$SAM2RT_CACHE`` if set, else ``~/.cache/sam2rt``."""
-    env = os.environ.get("SAM2RT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sam2rt"
 
 
 # --------------------------------------------------------------------------- download

@@ -23,7 +23,7 @@ from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_attention import MemoryAttentionGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 from sam2rt.export.verify import format_table, verify_graphs
-from sam2rt.manifest import TRACKING_KEYS, write_manifest
+from sam2rt.manifest import TRACKING_KEYS, make_output_dir, write_manifest
 
 OPSET = 18
 
@@ -146,15 +146,6 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
     }
 
 
-def _check_out_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".sam2rt-write-test-")
-        probe.close()
-    except OSError as e:
-        raise Sam2rtError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") from None
-
-
 def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     """Build the model, export, verify and write everything into ``cfg.out``; returns the manifest path.
 
@@ -163,7 +154,7 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     """
     C.check_image_size(cfg.image_size)
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
-    _check_out_dir(cfg.out)  # after every input check, so a bad request creates nothing
+    make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank)
     wrappers = _wrappers(model, cfg.image_size)
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:

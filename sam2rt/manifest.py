@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,15 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def make_output_dir(out: Path) -> None:
+    """Create ``out`` (a model directory to write) and prove it writable, or raise a Sam2rtError."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=out, prefix=".sam2rt-write-test-").close()
+    except OSError as e:
+        raise Sam2rtError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") from None
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
-"""The official SAM 2 / SAM 2.1 models: names, hydra configs, checkpoint URLs."""
+"""The official SAM 2 / SAM 2.1 models: names, hydra configs, checkpoint URLs, and where sam2rt caches files."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from sam2rt.errors import Sam2rtError
 
@@ -47,3 +49,9 @@ def model_info(name: str) -> ModelInfo:
         raise Sam2rtError(
             f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
         ) from None
+
+
+def default_cache_dir() -> Path:
+    """The cache root (checkpoints, calibration inputs): ``$SAM2RT_CACHE`` if set, else ``~/.cache/sam2rt``."""
+    env = os.environ.get("SAM2RT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sam2rt"
