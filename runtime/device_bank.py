@@ -1,76 +1,21 @@
-"""The device-resident memory bank: buffer planning and slot bookkeeping, over any allocator.
+"""The resident memory bank's slot bookkeeping (the memories live in the executor's buffers).
 
 Layout (slot-major, as the contract): memory (M, B, hw, 64), pointers (P, B, 256). Slots
 ``[0, cond_slots)`` hold conditioning frames; the rest are rings: frame f's memory goes to slot
 ``cond_slots + f % recent_slots`` and its pointer to ``cond_slots + f % (P - cond_slots)``, written in place
-by the memory encoder and the decoder. Frame t reads frames t-6..t-1 and t-15..t-1 before it overwrites the
-oldest of them, on one stream, so nothing is ever copied. Per step only the small valid/tpos arrays change;
+by the memory encoder and a pointer copy when frame t+1 is tracked (after any correction of frame t), just
+before frame t+1 reads t-5..t and t-14..t; nothing else is copied. Per step only the small valid/tpos arrays change;
 they are computed on the host with the official selection rules (the host path's ``BankInputs.fill``) and
 uploaded from pinned memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.bank import SelectionRules, _previous_frame, attended_cond_frames, select_closest_cond_frames
-from sam2rt.runtime.cuda import Buf
-
-# Tensors of the tracking step that are one buffer under two names (output of one graph, input of the next).
-ALIASES = {("mask_decoder", "image_embed"): "conditioned_feat", ("memory_encoder", "mask_logits"): "low_res_masks"}
-BANK_TENSORS = ("memory", "memory_valid", "memory_tpos", "obj_ptrs", "obj_ptr_valid", "obj_ptr_tpos")
-# What the host writes (control arrays, prompts) or reads (masks, scores): these get pinned mirrors.
-MIRRORED = ("memory_valid", "memory_tpos", "obj_ptr_valid", "obj_ptr_tpos", "point_coords", "point_labels",
-            "mask_input", "has_mask_input", "multimask", "binarize", "low_res_masks", "object_score_logits", "image")
-
-
-@dataclass(frozen=True)
-class TensorPlan:
-    """One buffer of the device step: shape, dtype, bytes, and bytes per slot for the bank tensors."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-    @property
-    def slot_bytes(self) -> int:
-        return self.nbytes // self.shape[0]
-
-
-def plan_step(bank: C.BankConfig, image_size: int, batch: int) -> dict[str, TensorPlan]:
-    """Every buffer the device-resident tracking step binds, for ``batch`` objects, from the contract.
-
-    The bank tensors at full capacity (M = memory_slots, P = ptr_slots), one tracking point (N = 1); the
-    decoder's obj_ptr output and the memory encoder's memory output are slots of the bank, not buffers.
-    E.g. at 1024 px with the default bank, memory is (10, B, 4096, 64) float32: 1 MiB per slot and object.
-    """
-    if batch < 1:
-        raise Sam2rtError(f"the device bank needs at least one object, got {batch}")
-    dims = {**C.resolve_dims(image_size), "B": batch, "N": 1, "M": bank.memory_slots, "P": bank.ptr_slots}
-    plan: dict[str, TensorPlan] = {}
-    for spec in C.GRAPHS:
-        for t in spec.inputs + spec.outputs:
-            if (spec.name, t.name) in ALIASES or (spec.name, t.name) in (("mask_decoder", "obj_ptr"),
-                                                                          ("memory_encoder", "memory")):
-                continue
-            shape = tuple(int(s) for s in t.resolve(dims))
-            if t.name in plan:
-                assert plan[t.name].shape == shape, f"{t.name}: {plan[t.name].shape} vs {shape}"
-            plan[t.name] = TensorPlan(t.name, shape, t.dtype)
-    return plan
-
-
-def plan_bytes(plan: dict[str, TensorPlan]) -> int:
-    return sum(t.nbytes for t in plan.values())
-
 
 class DeviceBank:
     """Slot bookkeeping of the resident bank for the objects of one stream, tracked forward.

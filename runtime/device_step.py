@@ -49,6 +49,12 @@ def resolve(shape: tuple, dims: dict[str, int]) -> tuple[int, ...]:
     return tuple(int(dims[d]) if isinstance(d, str) else int(d) for d in shape)
 
 
+def planned_bytes(specs: dict[str, tuple[tuple, str]], dims: dict[str, int]) -> int:
+    """Bytes a BufferSet of ``specs`` takes (e.g. OBJECT_TENSORS at 1024 px, 1 object: 10.6 MiB of bank)."""
+    return sum(int(np.prod(resolve(shape, dims), dtype=np.int64)) * np.dtype(dtype).itemsize
+               for shape, dtype in specs.values())
+
+
 class BufferSet:
     """Named buffers allocated together by one allocator and freed together (``free``)."""
 

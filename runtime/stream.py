@@ -220,6 +220,10 @@ class StreamTracker:
             old = self._points[b] if b is not None and not clear_old_points else None
             if old is not None:
                 pts, lbl = np.concatenate([old[0], pts]), np.concatenate([old[1], lbl])
+        limit = self.engine.manifest.bank.max_objects
+        if b is None and len(self._ids) >= limit:
+            raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "
+                              "remove one first")
         # from here on nothing can fail on the user's input
         t = self._t
         is_init = b is None or self._added_at[b] == t
@@ -240,10 +244,6 @@ class StreamTracker:
 
     def _add_object(self, obj_id: int) -> int:
         """A new column in every per-object buffer (copied over on the memory side, old buffers freed)."""
-        limit = self.engine.manifest.bank.max_objects
-        if len(self._ids) >= limit:
-            raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "
-                              "remove one first")
         b = self.bank.add_object()
         self._resize(list(range(b)), b + 1)
         self._ids.append(obj_id)

@@ -9,7 +9,6 @@ counts are checked against the engine profiles before TensorRT sees them. Import
 from __future__ import annotations
 
 from pathlib import Path
-import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -23,7 +22,7 @@ from sam2rt.engines.profiles import check_within
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
 from sam2rt.runtime.backends import GraphRunner
-from sam2rt.runtime.cuda import Buf, CudaAllocator, CudaGraph, Stream, import_cudart
+from sam2rt.runtime.cuda import Buf, CudaAllocator, GraphCache, Stream, import_cudart
 
 STEP_GRAPHS = (C.MEMORY_ATTENTION.name, C.MASK_DECODER.name, C.MEMORY_ENCODER.name)  # what the captured step runs
 
@@ -186,11 +185,13 @@ class TrtExecutor:
         self.allocator = CudaAllocator(self.stream)
         self.direct = {name: engine.context() for name, engine in engines.items()}
         self.step_contexts = {name: engines[name].context() for name in STEP_GRAPHS}
-        self.generation = 0
+        self.graphs = GraphCache(self.stream)
         self._frame: dict[str, Buf] = {}
-        self._graphs: dict[tuple[int, ...], CudaGraph | None] = {}
-        self._seen: set[tuple[int, ...]] = set()
         self._capturing = False
+
+    @property
+    def generation(self) -> int:
+        return self.graphs.generation
 
     def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
         H, W = rgb.shape[:2]
@@ -220,24 +221,9 @@ class TrtExecutor:
         context.enqueue(self.stream)
 
     def step(self, key: tuple[int, ...], enqueue: Callable[[], None]) -> None:
-        key = (self.generation, *key)
-        graph = self._graphs.get(key)
-        if graph is not None and graph.ready:
-            graph.launch()
-            return
         self._capturing = True  # the step always runs on the step contexts
         try:
-            enqueue()  # first time: a plain run (TensorRT does its lazy per-shape setup here)
-            if key in self._graphs or key in self._seen:
-                return
-            self._seen.add(key)
-            graph = CudaGraph(self.stream)
-            if graph.capture(enqueue):
-                self._graphs[key] = graph
-            else:
-                warnings.warn(f"CUDA graph capture failed ({graph.error}); running the tracking step without it",
-                              stacklevel=2)
-                self._graphs[key] = None
+            self.graphs.step(key, enqueue)
         finally:
             self._capturing = False
 
@@ -246,23 +232,15 @@ class TrtExecutor:
 
     def release(self, buffers: Any) -> None:
         """Free ``buffers`` and every graph captured so far: they hold addresses that are about to go."""
-        self.synchronize()
-        for graph in self._graphs.values():
-            if graph is not None:
-                graph.close()
-        self._graphs, self._seen = {}, set()
-        self.generation += 1
+        self.graphs.drop()
         buffers.free()
 
     def synchronize(self) -> None:
         self.stream.synchronize()
 
     def close(self) -> None:
-        self.synchronize()
-        for graph in self._graphs.values():
-            if graph is not None:
-                graph.close()
-        self._graphs = {}
+        self.graphs.drop()
+        self._free_frame()
         self.allocator.close()
 
 
