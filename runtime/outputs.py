@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -76,13 +77,18 @@ def boxes_of(masks: np.ndarray) -> np.ndarray:
 
 
 def make_result(frame_idx: int, obj_ids: list[int], low: np.ndarray, scores: np.ndarray, video_size: tuple[int, int],
-                mask_size: tuple[int, int] | None = None, mask_dtype: type = bool) -> TrackResult:
-    """A :class:`TrackResult` from low-res logits (K, 1, 4h, 4h) and scores (K,); mask_size is (H, W)."""
+                mask_size: tuple[int, int] | None = None, mask_dtype: type = bool,
+                threshold: Callable[..., np.ndarray] | None = None) -> TrackResult:
+    """A :class:`TrackResult` from low-res logits (K, 1, 4h, 4h) and scores (K,); mask_size is (H, W).
+
+    threshold: the executor's ``masks(low, size, dtype)`` where it makes the masks itself (where the data is),
+    else :func:`threshold_resize` on the host.
+    """
     size = video_size if mask_size is None else tuple(int(s) for s in mask_size)
     if len(size) != 2 or min(size) < 1:
         raise Sam2rtError(f"mask_size must be (height, width) with positive sides, got {mask_size!r}")
     if np.dtype(mask_dtype) not in (np.dtype(bool), np.dtype(np.uint8)):
         raise Sam2rtError(f"mask_dtype must be bool or numpy.uint8, got {mask_dtype!r}")
-    masks = threshold_resize(low, size, mask_dtype)
+    masks = (threshold or threshold_resize)(low, size, mask_dtype)
     scores = np.asarray(scores, np.float32)
     return TrackResult(frame_idx, list(obj_ids), masks, low, scores, scores > 0, boxes_of(masks))

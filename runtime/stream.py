@@ -189,7 +189,8 @@ class StreamTracker:
         self._masks = fill_holes(low, self.fill_hole_area) if self.fill_hole_area > 0 else low.copy()
         self._scores = objs["object_score_logits"].mirror[:, 0].copy()
         if output == "result":
-            return make_result(new, self.obj_ids, self._masks, self._scores, self._size, **options)
+            return make_result(new, self.obj_ids, self._masks, self._scores, self._size,
+                               threshold=getattr(self.executor, "masks", None), **options)
         return self.obj_ids, self.engine.to_video_res(self._masks, *self._size)
 
     # ---- prompts -----------------------------------------------------------------------------------
