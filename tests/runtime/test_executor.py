@@ -256,3 +256,29 @@ def test_one_model_many_streams_are_independent(exported_tiny_256: Path) -> None
         assert mb.shape[0] == 2
     assert a.stored_bytes() == model.stream_bytes(objects=1)
     assert model.stream_bytes(objects=4) > model.stream_bytes(objects=1)
+
+
+def test_trt_executor_rounds_the_bank_through_scratch() -> None:
+    """round_bank binds the slot as input and a scratch view as output (no aliasing), then copies back."""
+    from sam2rt.runtime import trt_backend
+    from sam2rt.runtime.imageops import bf16_round_
+
+    class FakeRounder:
+        def bind(self, tensors) -> None:
+            assert tensors["memory_in"].ptr != tensors["memory_out"].ptr
+            self.tensors = tensors
+
+        def enqueue(self, stream) -> None:  # what the strongly typed cast engine computes
+            out = self.tensors["memory_out"].array
+            np.copyto(out, self.tensors["memory_in"].array)
+            bf16_round_(out)
+
+    ex = object.__new__(trt_backend.TrtExecutor)
+    ex.allocator, ex.stream, ex.rounder = HostAllocator(), None, FakeRounder()
+    ex._round_scratch = ex.allocator.alloc((4, 16, 64), np.float32)
+    memory = ex.allocator.alloc((3, 2, 16, 64), np.float32)
+    memory.array[...] = np.random.default_rng(0).standard_normal(memory.shape)
+    expected = bf16_round_(memory.array[1].copy())
+    ex.round_bank(memory.slot(1))
+    np.testing.assert_array_equal(memory.array[1], expected)
+    assert not np.array_equal(memory.array[0], bf16_round_(memory.array[0].copy()))  # other slots untouched
