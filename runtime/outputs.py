@@ -66,12 +66,58 @@ def threshold_resize(low: np.ndarray, size: tuple[int, int], dtype: type = bool)
     return out
 
 
+def fill_holes_near(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
+    """``imageops.fill_holes`` computed only inside each mask's foreground bounding box (same result).
+
+    Why it is the same: take a background component of area <= max_area < the plane's width and height. Along
+    the row of any of its pixels the component cannot span the whole row, so that row holds foreground; the
+    same for its columns: the component lies inside the foreground's bounding box. Labelling the box grown
+    by one pixel, components that reach that outer ring extend outside the box, so they are not small; all
+    others are whole and keep their true area. An empty mask has no holes. (K, 1, h, w) float32 -> new array.
+    """
+    out = np.array(mask_logits, dtype=np.float32)
+    if max_area <= 0:
+        return out
+    for plane in out.reshape((-1,) + out.shape[-2:]):
+        fg = plane > 0
+        rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+        if rows.size == 0 or max_area >= min(plane.shape):
+            if rows.size and max_area >= min(plane.shape):  # the argument needs small holes: label it all
+                _fill(plane, ~fg, max_area, ring=None)
+            continue
+        y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, plane.shape[0])
+        x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, plane.shape[1])
+        ring = np.zeros((y1 - y0, x1 - x0), bool)  # the grown rows/columns (not where the box meets the edge)
+        if rows[0] > 0:
+            ring[0] = True
+        if rows[-1] + 1 < plane.shape[0]:
+            ring[-1] = True
+        if cols[0] > 0:
+            ring[:, 0] = True
+        if cols[-1] + 1 < plane.shape[1]:
+            ring[:, -1] = True
+        _fill(plane[y0:y1, x0:x1], ~fg[y0:y1, x0:x1], max_area, ring)
+    return out
+
+
+def _fill(plane: np.ndarray, background: np.ndarray, max_area: int, ring: np.ndarray | None) -> None:
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(background.astype(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    small[0] = False  # label 0 is the foreground
+    if ring is not None:
+        small[np.unique(labels[ring])] = False  # reaches outside the box: not a small component
+    plane[small[labels]] = np.float32(0.1)
+
+
 def boxes_of(masks: np.ndarray) -> np.ndarray:
     """(K, H, W) masks -> (K, 4) int32 x0, y0, x1, y1 (inclusive), -1 rows for empty masks."""
     boxes = np.full((masks.shape[0], 4), -1, np.int32)
     for k, m in enumerate(masks):
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        rows = np.flatnonzero(m.any(axis=1))
         if rows.size:
+            cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(axis=0))
             boxes[k] = (cols[0], rows[0], cols[-1], rows[-1])
     return boxes
 
