@@ -105,6 +105,37 @@ def measure(model: Path, objects: int, frames: int, size: tuple[int, int], outpu
             "p90_ms": float(np.percentile(ms, 90))}
 
 
+def ort_share(model: Path, objects: int, frames: int, size: tuple[int, int], threads: int = 1) -> dict[str, Any]:
+    """The ONNX Runtime CPU path: per-frame ms of ``track`` and the part spent outside the graphs' ``run``."""
+    from sam2rt.runtime.stream import StreamTracker
+
+    tracker = StreamTracker(model, threads=threads)
+    in_graphs = [0.0]
+    for runner in tracker.engine.runners.values():
+        def timed(feeds, out=None, _run=runner.run):
+            t0 = time.perf_counter()
+            try:
+                return _run(feeds, out=out)
+            finally:
+                in_graphs[0] += time.perf_counter() - t0
+        runner.run = timed
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(4)]
+    tracker.load_first_frame(clip[0])
+    for k in range(objects):
+        tracker.add_new_prompt(0, k + 1, points=[[50 + 100 * k, 60]], labels=[1])
+    total, graphs = [], []
+    for i in range(frames):
+        in_graphs[0] = 0.0
+        t0 = time.perf_counter()
+        tracker.track(clip[i % len(clip)], output="result")
+        total.append((time.perf_counter() - t0) * 1e3)
+        graphs.append(in_graphs[0] * 1e3)
+    host = np.array(total[2:]) - np.array(graphs[2:])
+    return {"objects": objects, "track_ms": float(np.median(total[2:])), "host_ms": float(np.median(host)),
+            "host_share": float(np.median(host / np.array(total[2:])))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sam2rt.benchmarks.host_overhead", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, required=True)
@@ -114,8 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="result", choices=("result", "logits"))
     p.add_argument("--rounds", type=int, default=1, help="repeat the object counts in turn")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--ort", action="store_true", help="instead: the ONNX Runtime CPU path's host share")
     args = p.parse_args(argv)
     size = tuple(int(s) for s in args.size.split("x"))
+    if args.ort:
+        for k in args.objects:
+            r = ort_share(args.model, k, args.frames, size)
+            print(f"ONNX Runtime CPU, {k} object(s) at {args.size}: track {r['track_ms']:.1f} ms, "
+                  f"host {r['host_ms']:.2f} ms ({100 * r['host_share']:.1f} %) (medians)", flush=True)
+        return 0
     rows = []
     for _ in range(args.rounds):
         for k in args.objects:
