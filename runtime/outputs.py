@@ -122,6 +122,19 @@ def boxes_of(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+def check_options(options: dict) -> None:
+    """Validate ``track(output="result", ...)`` options before any work (a bad call changes nothing)."""
+    unknown = set(options) - {"mask_size", "mask_dtype"}
+    if unknown:
+        raise Sam2rtError(f"unknown track option(s) {sorted(unknown)}; the options are mask_size and mask_dtype")
+    size = options.get("mask_size")
+    if size is not None and (np.ndim(size) != 1 or len(size) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise Sam2rtError(f"mask_size must be (height, width) with positive integer sides, got {size!r}")
+    if "mask_dtype" in options and np.dtype(options["mask_dtype"]) not in (np.dtype(bool), np.dtype(np.uint8)):
+        raise Sam2rtError(f"mask_dtype must be bool or numpy.uint8, got {options['mask_dtype']!r}")
+
+
 def make_result(frame_idx: int, obj_ids: list[int], low: np.ndarray, scores: np.ndarray, video_size: tuple[int, int],
                 mask_size: tuple[int, int] | None = None, mask_dtype: type = bool,
                 threshold: Callable[..., np.ndarray] | None = None) -> TrackResult:

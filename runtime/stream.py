@@ -37,7 +37,7 @@ from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS,
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input
-from sam2rt.runtime.outputs import TrackResult, fill_holes_near, make_result
+from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result
 from sam2rt.runtime.stream_prompts import PromptRunner
 
 
@@ -143,6 +143,9 @@ class StreamTracker:
             raise Sam2rtError("no object to track; add one with add_new_prompt(...) on the current frame first")
         if output not in ("logits", "result"):
             raise Sam2rtError(f"output must be 'logits' or 'result', got {output!r}")
+        if options and output != "result":
+            raise Sam2rtError(f"options {sorted(options)} need output='result'")
+        check_options(options)
         t, new = self._t, self._t + 1
         cond = tuple(b for b, c in enumerate(self._cond_now) if c)
         for b in cond:

@@ -239,6 +239,10 @@ def test_bad_calls_raise_and_change_nothing(exported_tiny_256, tracker, frames):
         lambda: tracker.add_new_prompt(2, 7, points=[[w + 5, 10]], labels=[1]),  # outside the frame
         lambda: tracker.add_new_prompt(2, 7, bbox=[0, 0, w, h], mask=np.ones((h, w), bool)),
         lambda: tracker.remove_object(99),
+        lambda: tracker.track(frames[3], output="result", mask_size=(0, 5)),
+        lambda: tracker.track(frames[3], output="result", mask_dtype=np.float32),
+        lambda: tracker.track(frames[3], output="result", masks=True),
+        lambda: tracker.track(frames[3], mask_size=(10, 10)),
     ]
     expected = reference_then_replay([])
     got = reference_then_replay(bad)
