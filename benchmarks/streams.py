@@ -11,7 +11,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
 from sam2rt.benchmarks.report import rss_mb
 from sam2rt.runtime.frames import open_frames

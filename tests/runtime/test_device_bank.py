@@ -120,8 +120,8 @@ def test_vectorised_prepare_equals_the_reference(max_cond: int) -> None:
         for b in cond:
             bank.add_cond(b, t)
         bank.commit(t, cond)
-        a, r = _prepare(bank, t + 1), {}
-        B, cfg = bank.batch, bank.bank
+        a = _prepare(bank, t + 1)
+        B = bank.batch
         r = {n: np.zeros_like(v) for n, v in a.items()}
         bank.prepare_reference(t + 1, r)
         for name in a:
