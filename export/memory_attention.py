@@ -118,7 +118,9 @@ class MemoryAttentionGraph(nn.Module):
         else:
             pos = obj_ptrs.new_zeros(P, B, m.mem_dim)
         tokens = obj_ptrs.reshape(P, B, split, m.mem_dim).permute(1, 0, 2, 3).reshape(B, P * split, m.mem_dim)
-        pos = pos.permute(1, 0, 2).repeat_interleave(split, dim=1)  # (B, P*split, 64)
+        # each pointer's encoding for each of its split tokens; expand, not repeat_interleave, which traces to
+        # OneHot -> Tile chains that TensorRT cannot parse
+        pos = pos.permute(1, 0, 2).unsqueeze(2).expand(B, P, split, m.mem_dim).reshape(B, P * split, m.mem_dim)
         return tokens, pos
 
     def forward(
@@ -133,6 +135,7 @@ class MemoryAttentionGraph(nn.Module):
     ) -> torch.Tensor:
         m, attn = self.model, self.model.memory_attention
         M, B, HW, Cm = memory.shape
+        P = obj_ptrs.shape[0]
         C, side = vision_feat.shape[1], vision_feat.shape[-1]
         curr = vision_feat.flatten(2).transpose(1, 2).expand(B, HW, C)  # (B, hw, 256)
 
@@ -143,7 +146,7 @@ class MemoryAttentionGraph(nn.Module):
         valid = torch.cat(
             [
                 memory_valid.transpose(0, 1).unsqueeze(-1).expand(B, M, HW).reshape(B, M * HW),
-                obj_ptr_valid.transpose(0, 1).repeat_interleave(C // Cm, dim=1),
+                obj_ptr_valid.transpose(0, 1).unsqueeze(-1).expand(B, P, C // Cm).reshape(B, P * (C // Cm)),
             ],
             dim=1,
         )  # (B, K)
