@@ -26,7 +26,15 @@ import numpy as np
 from sam2rt.engines.lint_matrix import NodeContext, check_node, support_matrix
 from sam2rt.errors import Sam2rtError
 
-BANNED_OPS = ("If", "Loop", "Scan", "OneHot", "NonZero")
+BANNED_OPS = {
+    "If": "TensorRT conditionals reject computed conditions with rank-changing INT64 branches: constant-fold the "
+          "graph, or choose on the host",
+    "Loop": "loops are rejected or slow: unroll at export",
+    "Scan": "loops are rejected or slow: unroll at export",
+    "OneHot": "IOneHotLayer cannot compute a shape tensor: constant-fold, or export with expand instead of "
+              "repeat_interleave",
+    "NonZero": "data-dependent output shape: export a fixed-shape mask instead",
+}
 _REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
                "ReduceProd", "ReduceSum", "ReduceSumSquare")
 # Inputs that TensorRT treats as shape tensors, per op.
@@ -124,11 +132,11 @@ def _node_rules(model: Any, name: str, ctx: NodeContext) -> list[Violation]:
     onnx = _onnx()
     found = []
     sources = _value_sources(model)
-    for node in model.graph.node:
-        v = lambda rule, msg: Violation(name, node.name, node.op_type, rule, msg)  # noqa: E731
+    for index, node in enumerate(model.graph.node):
+        label = node.name or f"#{index}"  # hand-made graphs may leave nodes unnamed
+        v = lambda rule, msg: Violation(name, label, node.op_type, rule, msg)  # noqa: E731
         if node.op_type in BANNED_OPS:
-            found.append(v("banned-op", f"{node.op_type} must not reach TensorRT (constant-fold the graph, or "
-                                        "export with expand instead of repeat_interleave)"))
+            found.append(v("banned-op", f"{node.op_type} must not reach TensorRT: {BANNED_OPS[node.op_type]}"))
         if node.domain not in ("", "ai.onnx"):
             found.append(v("domain", f"custom op of domain {node.domain!r} (TensorRT would need a plugin)"))
             continue
