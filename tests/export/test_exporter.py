@@ -48,6 +48,23 @@ def test_sam21_tiny_graphs_match_pytorch(exported_tiny_256: Path) -> None:
         assert [o.name for o in graph.output] == spec.output_names
 
 
+def test_graphs_are_constant_folded_and_pass_the_trt_lint(exported_tiny_256: Path) -> None:
+    """Folding removed the If nodes (Hiera's window-embedding tile) and OneHot chains before the hash; expand
+    replaced the decoder's repeat_interleave; TensorRT 10.3's lint finds nothing in any graph."""
+    from sam2rt.engines.lint import lint_model_dir
+
+    manifest = _manifest(exported_tiny_256)
+    for spec in C.GRAPHS:
+        folding = manifest["graphs"][spec.name]["constant_folding"]
+        assert folding["nodes_after"] < folding["nodes_before"], spec.name
+        graph = onnx.load(str(exported_tiny_256 / spec.filename), load_external_data=False).graph
+        assert len(graph.node) == folding["nodes_after"]
+        assert not {n.op_type for n in graph.node} & {"If", "OneHot", "Loop", "NonZero"}, spec.name
+    assert manifest["graphs"]["image_encoder"]["constant_folding"]["nodes_after"] < \
+        manifest["graphs"]["image_encoder"]["constant_folding"]["nodes_before"] / 2
+    assert lint_model_dir(exported_tiny_256) == []
+
+
 def test_sam2_tiny_graphs_match_pytorch(tmp_path: Path) -> None:
     """SAM 2.0 has no temporal pointer encoding and no no-object spatial embedding: other branches."""
     export_model(ExportConfig(model="sam2_hiera_tiny", out=tmp_path, image_size=SIZE, random_seed=1), log=print)
