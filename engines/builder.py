@@ -19,8 +19,9 @@ from sam2rt.engines.config import BuildConfig
 from sam2rt.engines.profiles import Profile
 from sam2rt.errors import Sam2rtError
 
-INSTALL_TRT = ('TensorRT is not installed: pip install "sam2rt[trt]" (or pip install tensorrt cuda-python); '
-               "on Jetson use the TensorRT that JetPack ships (python3-libnvinfer)")
+INSTALL_TRT = ('TensorRT is not installed: pip install "sam2rt[trt-cu12]" on a CUDA 12 driver, "sam2rt[trt-cu13]" '
+               'on a CUDA 13 driver (R580+); on Jetson use the TensorRT that JetPack ships (python3-libnvinfer, '
+               'in a venv made with --system-site-packages) and pip install "sam2rt[jetson]"')
 Log = Callable[[str], None]
 
 
