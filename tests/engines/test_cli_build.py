@@ -32,5 +32,5 @@ def test_trt_backend_without_tensorrt_names_the_install(model: Path) -> None:
     from sam2rt.errors import Sam2rtError
     from sam2rt.runtime.backends import load_runners
 
-    with pytest.raises(Sam2rtError, match=r'pip install "sam2rt\[trt\]"'):
+    with pytest.raises(Sam2rtError, match=r'pip install "sam2rt\[trt-cu12\]"'):
         load_runners(model, backend="trt")
