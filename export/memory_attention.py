@@ -13,7 +13,12 @@ import torch
 from torch import nn
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
-_MASKED = torch.finfo(torch.float32).min
+# Additive logit bias of an empty slot. Finite in FP16 with room for the logit added to it (FP16 max 65504:
+# logit + bias never overflows to -inf, which would make a row with every key masked NaN), and far enough
+# below any attention logit (O(10) here) that exp() underflows to exactly 0 in FP32 and FP16: masked keys get
+# weight 0, as if absent. -3.4e38 (float32 min) was exact too but not representable in FP16, which kept
+# the attention logits of FP16 graphs in FP32 and so blocked TensorRT's fused attention.
+MASKED_LOGIT = -1.0e4
 
 
 def _rope_tables(attn: nn.Module, side: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +155,7 @@ class MemoryAttentionGraph(nn.Module):
             ],
             dim=1,
         )  # (B, K)
-        bias = torch.where(valid, 0.0, _MASKED)[:, None, None, :]  # (B, 1, 1, K)
+        bias = torch.where(valid, 0.0, MASKED_LOGIT)[:, None, None, :]  # (B, 1, 1, K)
 
         out = curr + 0.1 * self.curr_pos if attn.pos_enc_at_input else curr
         for layer in attn.layers:
