@@ -34,7 +34,8 @@ from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_va
 from sam2rt.errors import Sam2rtError
 
 # Ops kept in FP32 by default, besides onnxconverter-common's DEFAULT_OP_BLOCK_LIST.
-FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
+# (Softmax goes with the attention logits: see Fp16Config.attention_fp32.)
+FP32_OPS = ("LayerNormalization", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
 _ROPE_TABLE_SUFFIXES = ("_cos", "_sin")
 _LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")  # scale and key mask between Q·Kᵀ and Softmax
 
@@ -111,7 +112,9 @@ def convert_graph(model: onnx.ModelProto, cfg: Fp16Config) -> tuple[onnx.ModelPr
 
     source_casts = {n.name for n in model.graph.node if n.op_type == "Cast"}
     keep_nodes = fp32_nodes(model.graph, cfg)
-    keep_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.keep_ops))
+    # TensorRT fuses MatMul -> scale -> mask -> Softmax -> MatMul into one attention kernel only when the chain
+    # is in one precision, so Softmax stays FP32 exactly when the logits do
+    keep_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.keep_ops) | ({"Softmax"} if cfg.attention_fp32 else set()))
     kept = sum(1 for n in model.graph.node if n.op_type in keep_ops or n.name in keep_nodes)
     with warnings.catch_warnings(record=True) as clamped:
         # one warning per weight below FP16's smallest normal (set to 1e-7) or above 1e4 (clamped): counted

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.export.checkpoints import ModelSource, build_model, sha256_file
+from sam2rt.export.fold import FoldResult, fold_file
 from sam2rt.export.image_encoder import ImageEncoderGraph
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_attention import MemoryAttentionGraph
@@ -69,15 +70,16 @@ def _wrappers(model, image_size: int) -> dict[str, Callable[[], torch.nn.Module]
     }
 
 
-def export_graph(module: torch.nn.Module, spec: C.GraphSpec, args: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Trace one wrapper to ONNX with the contract's names and dynamic axes, then run the ONNX checker."""
+def export_graph(module: torch.nn.Module, spec: C.GraphSpec, args: tuple[torch.Tensor, ...], path: Path) -> FoldResult:
+    """Trace one wrapper to ONNX with the contract's names and dynamic axes, constant-fold it (see
+    ``export.fold``: TensorRT cannot parse some of what folding removes), then run the ONNX checker."""
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
         torch.onnx.export(module.eval(), args, str(path), input_names=spec.input_names,
                           output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(),
                           opset_version=OPSET, dynamo=False)
     _restore_unused_inputs(path, spec, args)
-    onnx.checker.check_model(str(path), full_check=True)
+    return fold_file(path)
 
 
 _ONNX_TYPES = {"float32": onnx.TensorProto.FLOAT, "int32": onnx.TensorProto.INT32, "bool": onnx.TensorProto.BOOL}
@@ -118,7 +120,8 @@ def _tracking_settings(model) -> dict:
     return {k: getattr(model, k) for k in TRACKING_KEYS}
 
 
-def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Path], verification: dict) -> dict:
+def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Path], verification: dict,
+              folding: dict[str, FoldResult]) -> dict:
     dims = C.resolve_dims(cfg.image_size)
     graphs = {}
     for spec in C.GRAPHS:
@@ -127,6 +130,7 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
             "sha256": sha256_file(files[spec.name]),
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.inputs],
             "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.outputs],
+            "constant_folding": folding[spec.name].as_json(),
         }
     bank = {**asdict(cfg.bank), "memory_slots": cfg.bank.memory_slots, "ptr_slots": cfg.bank.ptr_slots}
     return {
@@ -159,10 +163,12 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     wrappers = _wrappers(model, cfg.image_size)
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        files = {}
+        files, folding = {}, {}
         for spec in tqdm(C.GRAPHS, desc=f"export {cfg.model} @ {cfg.image_size}", unit="graph"):
             files[spec.name] = tmp / spec.filename
-            export_graph(wrappers[spec.name](), spec, inputs[spec.name], files[spec.name])
+            folding[spec.name] = export_graph(wrappers[spec.name](), spec, inputs[spec.name], files[spec.name])
+        log("constant folding (nodes): " + ", ".join(f"{n} {f.nodes_before} -> {f.nodes_after}"
+                                                     for n, f in folding.items()))
         np.savez(tmp / C.CONSTANTS_NAME, **_constants(model))
         verification: dict = {"skipped": True}
         if cfg.verify:
@@ -176,7 +182,7 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
                     f"the tolerance (see the table); nothing was written to {cfg.out}. Please report this with the "
                     "model name and image size, or re-run with --no-verify to inspect the graphs."
                 )
-        write_manifest(tmp / C.MANIFEST_NAME, _manifest(cfg, source, model, files, verification))
+        write_manifest(tmp / C.MANIFEST_NAME, _manifest(cfg, source, model, files, verification, folding))
         for f in [*files.values(), tmp / C.CONSTANTS_NAME, tmp / C.MANIFEST_NAME]:
             shutil.move(str(f), cfg.out / f.name)  # same filesystem: a rename; the manifest last
     return cfg.out / C.MANIFEST_NAME

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from sam2rt.cli_bench import add_bench
 from sam2rt.cli_build import add_build
 from sam2rt.cli_convert import add_convert
+from sam2rt.cli_lint import add_lint, lint_warnings
 from sam2rt.cli_report import add_report
 from sam2rt.cli_calibrate import add_calibrate
 from sam2rt.cli_stream import add_camera
@@ -43,6 +44,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                        random_seed=args.seed if args.random_weights else None, verify=not args.no_verify, bank=bank)
     manifest = export_model(cfg)
     print(f"wrote {manifest.parent} (4 graphs, constants, manifest)")
+    lint_warnings(manifest.parent)
     return 0
 
 
@@ -77,6 +79,7 @@ SUBCOMMANDS.append(add_build)
 SUBCOMMANDS.append(add_convert)
 SUBCOMMANDS.append(add_report)
 SUBCOMMANDS.append(add_calibrate)
+SUBCOMMANDS.append(add_lint)
 
 
 def build_parser() -> argparse.ArgumentParser:

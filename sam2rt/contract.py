@@ -154,19 +154,21 @@ MEMORY_ENCODER = GraphSpec(
 GRAPHS: tuple[GraphSpec, ...] = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
 
-# GPU preprocessing (TensorRT path): a small graph built by sam2rt.engines.preprocess, not exported from
+# GPU preprocessing (TensorRT path): small graphs built by sam2rt.engines.preprocess, not exported from
 # PyTorch. H, W are the frame's size (dynamic); the resize matrices are made once per frame size on the host.
+# Pillow rounds to uint8 between its two resize passes and picks their order per frame size, so there is one
+# graph (engine) per order with the same inputs and outputs; the host picks one per frame size
+# (engines.preprocess.resize_inputs) instead of an If on an input, which TensorRT handles poorly.
 FRAME_DIMS = ("H", "W")
-PREPROCESS = GraphSpec(
-    name="preprocess",
-    inputs=(
-        _t("frame", "uint8", ("H", "W", 3), "RGB frame as captured"),
-        _t("resize_rows", "float32", ("S", "H"), "vertical resize weights (Pillow bicubic, antialiased)"),
-        _t("resize_cols", "float32", ("W", "S"), "horizontal resize weights, transposed"),
-        _t("vertical_first", "bool", (1,), "Pillow's pass order for this frame size (it rounds between passes)"),
-    ),
-    outputs=(_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),),
+_PREPROCESS_INPUTS = (
+    _t("frame", "uint8", ("H", "W", 3), "RGB frame as captured"),
+    _t("resize_rows", "float32", ("S", "H"), "vertical resize weights (Pillow bicubic, antialiased)"),
+    _t("resize_cols", "float32", ("W", "S"), "horizontal resize weights, transposed"),
 )
+_PREPROCESS_OUTPUTS = (_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),)
+PREPROCESS_VERTICAL_FIRST = GraphSpec("preprocess_vertical_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
+PREPROCESS_HORIZONTAL_FIRST = GraphSpec("preprocess_horizontal_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
+PREPROCESS_GRAPHS: tuple[GraphSpec, ...] = (PREPROCESS_VERTICAL_FIRST, PREPROCESS_HORIZONTAL_FIRST)
 
 # Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
 CONSTANTS = {

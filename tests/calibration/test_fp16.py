@@ -97,6 +97,12 @@ def test_fp16_tracks_like_the_official_predictor(fp16_dir: Path, shared_data: Pa
     assert report.max_logit_diff > 0  # it really ran in FP16: not bit-identical to FP32
 
 
+def test_fp16_graphs_pass_the_trt_lint(fp16_dir: Path) -> None:
+    from sam2rt.engines.lint import lint_model_dir
+
+    assert lint_model_dir(fp16_dir) == []
+
+
 def test_bad_requests_write_nothing(fp16_dir: Path, exported_tiny_256: Path, tmp_path: Path, capsys) -> None:
     from sam2rt.calibration.fp16 import convert_model
 
