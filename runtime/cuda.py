@@ -22,7 +22,8 @@ INSTALL_CUDA = ('cuda-python is not installed: pip install "sam2rt[trt]" (or pip
 
 
 def import_cudart() -> Any:
-    """The CUDA runtime bindings: ``cuda.bindings.runtime`` (cuda-python >= 12.6) or the older ``cuda.cudart``."""
+    """The CUDA runtime bindings: ``cuda.bindings.runtime`` (cuda-python 12.6+ and 13.x, where the old
+    ``cuda.cudart`` is gone) or ``cuda.cudart`` (cuda-python 12.0-12.5)."""
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
@@ -46,9 +47,14 @@ def check(result: Any, what: str) -> Any:
 
 
 def device_properties(device: int = 0) -> tuple[str, int, int]:
-    """(name, compute capability major, minor) of a GPU."""
+    """(name, compute capability major, minor) of a GPU; Sam2rtError where there is no usable GPU/driver."""
     cudart = import_cudart()
-    prop = check(cudart.cudaGetDeviceProperties(device), "device query")
+    try:
+        result = cudart.cudaGetDeviceProperties(device)
+    except RuntimeError as e:  # cuda-python 12.4 raises (instead of returning an error code) without a driver
+        raise Sam2rtError(f"CUDA device query failed: {e}; is an NVIDIA GPU present and its driver loaded "
+                          "(nvidia-smi)?") from None
+    prop = check(result, "device query")
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
     return name.strip("\x00 "), int(prop.major), int(prop.minor)
 
@@ -85,18 +91,31 @@ class Buf:
         assert 0 <= index < self.shape[0], f"slot {index} of {self.shape}"
         step = self.nbytes // self.shape[0]
         return Buf(self.ptr + index * step, self.shape[1:], self.dtype,
-                   None if self.array is None else self.array[index])
+                   None if self.array is None else self.array[index],
+                   None if self.mirror is None else self.mirror[index])
 
     def prefix(self, count: int) -> "Buf":
         """The first ``count`` entries along axis 0 (contiguous in slot-major layout)."""
         assert 1 <= count <= self.shape[0]
-        return Buf(self.ptr, (count, *self.shape[1:]), self.dtype, None if self.array is None else self.array[:count])
+        return Buf(self.ptr, (count, *self.shape[1:]), self.dtype, None if self.array is None else self.array[:count],
+                   None if self.mirror is None else self.mirror[:count])
+
+    def view(self, shape: tuple[int, ...]) -> "Buf":
+        """The first ``prod(shape)`` elements seen as ``shape`` (a smaller tensor in a capacity buffer)."""
+        size = int(np.prod(shape, dtype=np.int64))
+        assert size * self.dtype.itemsize <= self.nbytes, f"{shape} does not fit in {self.shape}"
+        flat = lambda a: None if a is None else a.reshape(-1)[:size].reshape(shape)  # noqa: E731
+        return Buf(self.ptr, tuple(shape), self.dtype, flat(self.array), flat(self.mirror))
 
 
 class HostAllocator:
-    """numpy memory behind the Buf interface: the device path's bookkeeping on CPU (tests, ONNX Runtime CPU)."""
+    """numpy memory behind the Buf interface: the device path's bookkeeping on CPU (tests, ONNX Runtime CPU).
+
+    Each allocation's memory is its own mirror, so uploads and downloads are no-ops and copies are numpy.
+    """
 
     device = False
+    stream = None
 
     def alloc(self, shape: tuple[int, ...], dtype: Any, mirrored: bool = False) -> Buf:
         array = np.zeros(shape, np.dtype(dtype))
@@ -108,26 +127,44 @@ class HostAllocator:
     def download(self, buf: Buf, stream: Any = None) -> None:
         """Memory -> host mirror: nothing to do when the memory is the mirror."""
 
+    def copy(self, dst: Buf, src: Buf, stream: Any = None) -> None:
+        """Memory -> memory (same byte count)."""
+        assert dst.nbytes == src.nbytes, f"copy of {src.shape} into {dst.shape}"
+        np.copyto(dst.array.reshape(-1), src.array.reshape(-1))
+
+    def free(self, buf: Buf) -> None:
+        """numpy frees the array when the last view goes."""
+
     def synchronize(self, stream: Any = None) -> None:
         """Host work is synchronous."""
 
+    def close(self) -> None:
+        """Nothing held."""
+
 
 class CudaAllocator:
-    """cudaMalloc'd device buffers, each with an optional pinned (cudaMallocHost) host mirror; frees on close."""
+    """cudaMalloc'd device buffers, each with an optional pinned (cudaMallocHost) host mirror.
+
+    Every copy and the zero-fill of new buffers go on ``stream`` (the one stream of the executor): a
+    non-blocking stream does not wait for the legacy default stream, so a synchronous ``cudaMemset`` there
+    could still be running when the first kernel reads the buffer. ``free`` returns one buffer (and its mirror)
+    at once (after synchronising the stream); ``close`` returns everything.
+    """
 
     device = True
 
-    def __init__(self) -> None:
+    def __init__(self, stream: "Stream | None" = None) -> None:
         self._cudart = import_cudart()
-        self._device: list[int] = []
-        self._pinned: list[int] = []
+        self.stream = stream if stream is not None else Stream()
+        self._device: set[int] = set()
+        self._pinned: set[int] = set()
 
     def alloc(self, shape: tuple[int, ...], dtype: Any, mirrored: bool = False) -> Buf:
         dtype = np.dtype(dtype)
         nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
         ptr = int(check(self._cudart.cudaMalloc(nbytes), f"cudaMalloc of {nbytes} bytes"))
-        self._device.append(ptr)
-        check(self._cudart.cudaMemset(ptr, 0, nbytes), "cudaMemset")
+        self._device.add(ptr)
+        check(self._cudart.cudaMemsetAsync(ptr, 0, nbytes, self.stream.raw), "cudaMemsetAsync")
         mirror = self.pinned(shape, dtype) if mirrored else None
         return Buf(ptr, tuple(shape), dtype, None, mirror)
 
@@ -136,39 +173,57 @@ class CudaAllocator:
         dtype = np.dtype(dtype)
         nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
         ptr = int(check(self._cudart.cudaMallocHost(nbytes), f"cudaMallocHost of {nbytes} bytes"))
-        self._pinned.append(ptr)
+        self._pinned.add(ptr)
         raw = (ctypes.c_byte * nbytes).from_address(ptr)
         return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
 
-    def upload(self, buf: Buf, stream: Any) -> None:
-        """Pinned mirror -> device, asynchronous on ``stream``."""
+    def _stream(self, stream: Any) -> Any:
+        return (stream if stream is not None else self.stream).raw
+
+    def upload(self, buf: Buf, stream: Any = None) -> None:
+        """Pinned mirror -> device, asynchronous on the stream."""
         assert buf.mirror is not None, "upload needs a mirrored buffer"
         kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self._cudart.cudaMemcpyAsync(buf.ptr, buf.mirror.ctypes.data, buf.nbytes, kind, stream.handle),
+        check(self._cudart.cudaMemcpyAsync(buf.ptr, buf.mirror.ctypes.data, buf.nbytes, kind, self._stream(stream)),
               "host-to-device copy")
 
-    def download(self, buf: Buf, stream: Any) -> None:
-        """Device -> pinned mirror, asynchronous on ``stream`` (synchronise before reading the mirror)."""
+    def download(self, buf: Buf, stream: Any = None) -> None:
+        """Device -> pinned mirror, asynchronous on the stream (synchronise before reading the mirror)."""
         assert buf.mirror is not None, "download needs a mirrored buffer"
         kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check(self._cudart.cudaMemcpyAsync(buf.mirror.ctypes.data, buf.ptr, buf.nbytes, kind, stream.handle),
+        check(self._cudart.cudaMemcpyAsync(buf.mirror.ctypes.data, buf.ptr, buf.nbytes, kind, self._stream(stream)),
               "device-to-host copy")
 
-    def copy(self, dst: Buf, src: Buf, stream: Any) -> None:
+    def copy(self, dst: Buf, src: Buf, stream: Any = None) -> None:
         """Device -> device, asynchronous."""
-        assert dst.nbytes == src.nbytes
+        assert dst.nbytes == src.nbytes, f"copy of {src.shape} into {dst.shape}"
         kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-        check(self._cudart.cudaMemcpyAsync(dst.ptr, src.ptr, src.nbytes, kind, stream.handle), "device copy")
+        check(self._cudart.cudaMemcpyAsync(dst.ptr, src.ptr, src.nbytes, kind, self._stream(stream)), "device copy")
 
-    def synchronize(self, stream: Any) -> None:
-        stream.synchronize()
+    def free(self, buf: Buf) -> None:
+        """Return ``buf``'s device memory and pinned mirror (the whole allocation: pass what ``alloc`` gave)."""
+        self.stream.synchronize()  # no queued work may still use it
+        if buf.ptr in self._device:
+            self._device.discard(buf.ptr)
+            check(self._cudart.cudaFree(buf.ptr), "cudaFree")
+        if buf.mirror is not None and buf.mirror.ctypes.data in self._pinned:
+            self._pinned.discard(buf.mirror.ctypes.data)
+            check(self._cudart.cudaFreeHost(buf.mirror.ctypes.data), "cudaFreeHost")
+
+    def synchronize(self, stream: Any = None) -> None:
+        (stream if stream is not None else self.stream).synchronize()
+
+    @property
+    def allocated(self) -> int:
+        """Device allocations held (for tests and the GPU check)."""
+        return len(self._device)
 
     def close(self) -> None:
         for ptr in self._device:
             self._cudart.cudaFree(ptr)
         for ptr in self._pinned:
             self._cudart.cudaFreeHost(ptr)
-        self._device, self._pinned = [], []
+        self._device, self._pinned = set(), set()
 
 
 # --------------------------------------------------------------------------- streams, events, graphs
@@ -256,3 +311,51 @@ class CudaGraph:
         if self._graph is not None:
             self._cudart.cudaGraphDestroy(self._graph)
         self._exec = self._graph = None
+
+
+class GraphCache:
+    """CUDA graphs of a step, one per (buffer generation, key): captured the second time a key runs (the first
+    run does TensorRT's lazy per-shape setup), replayed from then on; ``drop`` destroys them all and moves the
+    generation on, which callers do whenever a buffer a graph may hold is freed or reallocated. A failed capture
+    is warned about once and the key keeps running directly.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.generation = 0
+        self._graphs: dict[tuple, CudaGraph | None] = {}
+        self._seen: set[tuple] = set()
+        self.captures = self.replays = 0
+
+    def step(self, key: tuple, enqueue: Callable[[], None]) -> None:
+        key = (self.generation, *key)
+        graph = self._graphs.get(key)
+        if graph is not None and graph.ready:
+            graph.launch()
+            self.replays += 1
+            return
+        enqueue()
+        if key in self._graphs or key in self._seen:
+            return
+        self._seen.add(key)
+        graph = CudaGraph(self.stream)
+        if graph.capture(enqueue):
+            self._graphs[key] = graph
+            self.captures += 1
+        else:
+            import warnings
+
+            warnings.warn(f"CUDA graph capture failed ({graph.error}); running the tracking step without it",
+                          stacklevel=3)
+            self._graphs[key] = None
+
+    def drop(self) -> None:
+        self.stream.synchronize()
+        for graph in self._graphs.values():
+            if graph is not None:
+                graph.close()
+        self._graphs, self._seen = {}, set()
+        self.generation += 1
+
+    def __len__(self) -> int:
+        return sum(g is not None for g in self._graphs.values())

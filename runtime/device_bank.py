@@ -1,101 +1,62 @@
-"""The device-resident memory bank: buffer planning and slot bookkeeping, over any allocator.
+"""The resident memory bank's slot bookkeeping (the memories live in the executor's buffers).
 
 Layout (slot-major, as the contract): memory (M, B, hw, 64), pointers (P, B, 256). Slots
 ``[0, cond_slots)`` hold conditioning frames; the rest are rings: frame f's memory goes to slot
 ``cond_slots + f % recent_slots`` and its pointer to ``cond_slots + f % (P - cond_slots)``, written in place
-by the memory encoder and the decoder. Frame t reads frames t-6..t-1 and t-15..t-1 before it overwrites the
-oldest of them, on one stream, so nothing is ever copied. Per step only the small valid/tpos arrays change;
+by the memory encoder and a pointer copy when frame t+1 is tracked (after any correction of frame t), just
+before frame t+1 reads t-5..t and t-14..t; nothing else is copied. Per step only the small valid/tpos arrays change;
 they are computed on the host with the official selection rules (the host path's ``BankInputs.fill``) and
 uploaded from pinned memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.bank import SelectionRules, _previous_frame, attended_cond_frames, select_closest_cond_frames
-from sam2rt.runtime.cuda import Buf
-
-# Tensors of the tracking step that are one buffer under two names (output of one graph, input of the next).
-ALIASES = {("mask_decoder", "image_embed"): "conditioned_feat", ("memory_encoder", "mask_logits"): "low_res_masks"}
-BANK_TENSORS = ("memory", "memory_valid", "memory_tpos", "obj_ptrs", "obj_ptr_valid", "obj_ptr_tpos")
-# What the host writes (control arrays, prompts) or reads (masks, scores): these get pinned mirrors.
-MIRRORED = ("memory_valid", "memory_tpos", "obj_ptr_valid", "obj_ptr_tpos", "point_coords", "point_labels",
-            "mask_input", "has_mask_input", "multimask", "binarize", "low_res_masks", "object_score_logits", "image")
-
-
-@dataclass(frozen=True)
-class TensorPlan:
-    """One buffer of the device step: shape, dtype, bytes, and bytes per slot for the bank tensors."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-    @property
-    def slot_bytes(self) -> int:
-        return self.nbytes // self.shape[0]
-
-
-def plan_step(bank: C.BankConfig, image_size: int, batch: int) -> dict[str, TensorPlan]:
-    """Every buffer the device-resident tracking step binds, for ``batch`` objects, from the contract.
-
-    The bank tensors at full capacity (M = memory_slots, P = ptr_slots), one tracking point (N = 1); the
-    decoder's obj_ptr output and the memory encoder's memory output are slots of the bank, not buffers.
-    E.g. at 1024 px with the default bank, memory is (10, B, 4096, 64) float32: 1 MiB per slot and object.
-    """
-    if batch < 1:
-        raise Sam2rtError(f"the device bank needs at least one object, got {batch}")
-    dims = {**C.resolve_dims(image_size), "B": batch, "N": 1, "M": bank.memory_slots, "P": bank.ptr_slots}
-    plan: dict[str, TensorPlan] = {}
-    for spec in C.GRAPHS:
-        for t in spec.inputs + spec.outputs:
-            if (spec.name, t.name) in ALIASES or (spec.name, t.name) in (("mask_decoder", "obj_ptr"),
-                                                                          ("memory_encoder", "memory")):
-                continue
-            shape = tuple(int(s) for s in t.resolve(dims))
-            if t.name in plan:
-                assert plan[t.name].shape == shape, f"{t.name}: {plan[t.name].shape} vs {shape}"
-            plan[t.name] = TensorPlan(t.name, shape, t.dtype)
-    return plan
-
-
-def plan_bytes(plan: dict[str, TensorPlan]) -> int:
-    return sum(t.nbytes for t in plan.values())
-
 
 class DeviceBank:
-    """Slot bookkeeping of the device bank for B objects tracked forward through a stream.
+    """Slot bookkeeping of the resident bank for the objects of one stream, tracked forward.
+
+    Holds which frame each slot of each object holds; the memories themselves live in the executor's
+    buffers (laid out by ``plan_step`` for the current object count). Objects come and go (``add_object``,
+    ``remove_object``): rows here follow the object columns of the buffers.
 
     Args:
-        buffers: the planned buffers (``plan_step``) allocated by one allocator; the bank tensors are used.
         bank: capacities; rules: the model's selection rules (stride 1, as every official model).
     """
 
-    def __init__(self, buffers: dict[str, Buf], bank: C.BankConfig, rules: SelectionRules) -> None:
-        self.buffers = buffers
+    def __init__(self, bank: C.BankConfig, rules: SelectionRules) -> None:
         self.bank, self.rules = bank, rules
-        self.batch = buffers["memory"].shape[1]
         self.mem_ring = bank.memory_slots - bank.cond_slots
         self.ptr_ring = bank.ptr_slots - bank.cond_slots
         if rules.stride != 1:
-            raise Sam2rtError(f"the device bank keeps frames in rings, which needs memory stride 1; this model has "
-                              f"{rules.stride}: use StreamTracker (host bank) instead")
+            raise Sam2rtError(f"the resident bank keeps frames in rings, which needs memory stride 1; this model has "
+                              f"{rules.stride}: use VideoPredictor instead")
         if self.mem_ring < rules.num_maskmem - 1 or self.ptr_ring < rules.max_obj_ptrs - 1:
             raise Sam2rtError(f"the bank ({self.mem_ring} recent slots, {self.ptr_ring} pointer slots) is smaller "
                               f"than the model reads ({rules.num_maskmem - 1}, {rules.max_obj_ptrs - 1}); re-export")
-        B = self.batch
-        self.cond: list[dict[int, int]] = [{} for _ in range(B)]  # per object: frame -> conditioning slot
-        self.mem_frames = np.full((B, self.mem_ring), -1, np.int64)  # frame held by each ring slot
-        self.ptr_frames = np.full((B, self.ptr_ring), -1, np.int64)
+        self.cond: list[dict[int, int]] = []  # per object: frame -> conditioning slot
+        self.mem_frames = np.full((0, self.mem_ring), -1, np.int64)  # frame held by each ring slot, per object
+        self.ptr_frames = np.full((0, self.ptr_ring), -1, np.int64)
+
+    @property
+    def batch(self) -> int:
+        return len(self.cond)
+
+    def add_object(self) -> int:
+        """A new object with an empty bank (its column is appended); returns its index."""
+        self.cond.append({})
+        self.mem_frames = np.concatenate([self.mem_frames, np.full((1, self.mem_ring), -1, np.int64)])
+        self.ptr_frames = np.concatenate([self.ptr_frames, np.full((1, self.ptr_ring), -1, np.int64)])
+        return self.batch - 1
+
+    def remove_object(self, b: int) -> None:
+        del self.cond[b]
+        self.mem_frames = np.delete(self.mem_frames, b, axis=0)
+        self.ptr_frames = np.delete(self.ptr_frames, b, axis=0)
 
     def mem_slot(self, frame_idx: int) -> int:
         return self.bank.cond_slots + frame_idx % self.mem_ring
@@ -103,68 +64,80 @@ class DeviceBank:
     def ptr_slot(self, frame_idx: int) -> int:
         return self.bank.cond_slots + frame_idx % self.ptr_ring
 
-    def add_cond(self, b: int, frame_idx: int) -> int:
-        """Reserve object ``b``'s conditioning slot for ``frame_idx``; returns the slot (memory and pointer)."""
-        if frame_idx in self.cond[b]:
-            return self.cond[b][frame_idx]
-        free = sorted(set(range(self.bank.cond_slots)) - set(self.cond[b].values()))
-        if not free:
-            raise Sam2rtError(f"object {b} already has {self.bank.cond_slots} conditioning frames (the bank's "
-                              "cond_slots); export with more --cond-slots")
-        self.cond[b][frame_idx] = free[0]
-        return free[0]
+    def add_cond(self, b: int, frame_idx: int) -> tuple[int, int | None]:
+        """Reserve object ``b``'s conditioning slot for ``frame_idx``: ``(slot, evicted frame or None)``.
 
-    def prepare(self, frame_idx: int) -> tuple[int, int]:
-        """Write every object's valid flags and temporal positions for attention on ``frame_idx``.
-
-        Follows ``BankInputs.fill`` for a forward stream (num_frames None); returns the slots this frame's
-        memory and pointer will be written to (the same for every object).
+        With every conditioning slot taken, the oldest conditioning frame gives its slot up: forward in a
+        stream, the closest conditioning frames (what attention selects when there are more than it reads)
+        are the newest.
         """
-        buf = {k: self.buffers[k].mirror for k in ("memory_valid", "memory_tpos", "obj_ptr_valid", "obj_ptr_tpos")}
-        for a in buf.values():
+        cond = self.cond[b]
+        if frame_idx in cond:
+            return cond[frame_idx], None
+        free = sorted(set(range(self.bank.cond_slots)) - set(cond.values()))
+        evicted = None
+        if not free:
+            evicted = min(cond)
+            free = [cond.pop(evicted)]
+        cond[frame_idx] = free[0]
+        return free[0], evicted
+
+    def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> None:
+        """Record that every object's memory and pointer of ``frame_idx`` are now in their ring slots; for the
+        objects in ``cond_objects`` the frame is a conditioning frame (copied to a cond slot, not a recent one)."""
+        self.mem_frames[:, self.mem_slot(frame_idx) - self.bank.cond_slots] = frame_idx
+        self.ptr_frames[:, self.ptr_slot(frame_idx) - self.bank.cond_slots] = frame_idx
+        for b in cond_objects:
+            self.mem_frames[b, self.mem_slot(frame_idx) - self.bank.cond_slots] = -1
+            self.ptr_frames[b, self.ptr_slot(frame_idx) - self.bank.cond_slots] = -1
+
+    def prepare(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
+        """Write valid flags and temporal positions for attention on ``frame_idx`` into ``out``.
+
+        out: host arrays memory_valid/memory_tpos (M, B'), obj_ptr_valid/obj_ptr_tpos (P, B'); column j is
+        object ``objects[j]`` (default: every object). Follows ``BankInputs.fill`` for a forward stream
+        (num_frames None).
+        """
+        for a in out.values():
             a[...] = 0
         rules = self.rules
         limit = attended_cond_frames(rules, self.bank)
         t_diff_max = np.float32(max(rules.max_obj_ptrs - 1, 1))
-        for b in range(self.batch):
+        for j, b in enumerate(range(self.batch) if objects is None else objects):
             selected, unselected = select_closest_cond_frames(frame_idx, self.cond[b], limit)
             for slot in selected.values():
-                buf["memory_valid"][slot, b] = True
-                buf["memory_tpos"][slot, b] = rules.num_maskmem - 1
+                out["memory_valid"][slot, j] = True
+                out["memory_tpos"][slot, j] = rules.num_maskmem - 1
             for t_pos in range(1, rules.num_maskmem):
                 prev = _previous_frame(frame_idx, rules.num_maskmem - t_pos, 1, False)
                 slot = self._memory_of(b, prev, unselected)
                 if slot is not None:
-                    buf["memory_valid"][slot, b] = True
-                    buf["memory_tpos"][slot, b] = rules.num_maskmem - t_pos - 1
+                    out["memory_valid"][slot, j] = True
+                    out["memory_tpos"][slot, j] = rules.num_maskmem - t_pos - 1
             for t, slot in selected.items():
                 if rules.only_past_ptrs and t > frame_idx:
                     continue
-                buf["obj_ptr_valid"][slot, b] = True
-                buf["obj_ptr_tpos"][slot, b] = np.float32(frame_idx - t) / t_diff_max
+                out["obj_ptr_valid"][slot, j] = True
+                out["obj_ptr_tpos"][slot, j] = np.float32(frame_idx - t) / t_diff_max
             for t_diff in range(1, rules.max_obj_ptrs):
                 t = frame_idx - t_diff
                 if t < 0:
                     break
                 slot = self._pointer_of(b, t, unselected)
                 if slot is not None:
-                    buf["obj_ptr_valid"][slot, b] = True
-                    buf["obj_ptr_tpos"][slot, b] = np.float32(t_diff) / t_diff_max
-        return self.mem_slot(frame_idx), self.ptr_slot(frame_idx)
+                    out["obj_ptr_valid"][slot, j] = True
+                    out["obj_ptr_tpos"][slot, j] = np.float32(t_diff) / t_diff_max
 
     def _memory_of(self, b: int, frame: int, unselected: dict[int, int]) -> int | None:
         if frame in unselected:
             return unselected[frame]
-        slot = self.mem_slot(frame) if frame >= 0 else None
-        return slot if slot is not None and self.mem_frames[b, slot - self.bank.cond_slots] == frame else None
+        if frame < 0:
+            return None
+        slot = self.mem_slot(frame)
+        return slot if self.mem_frames[b, slot - self.bank.cond_slots] == frame else None
 
     def _pointer_of(self, b: int, frame: int, unselected: dict[int, int]) -> int | None:
         if frame in unselected:
             return unselected[frame]
         slot = self.ptr_slot(frame)
         return slot if self.ptr_frames[b, slot - self.bank.cond_slots] == frame else None
-
-    def commit(self, frame_idx: int) -> None:
-        """Record that every object's memory and pointer of ``frame_idx`` are now in their ring slots."""
-        self.mem_frames[:, self.mem_slot(frame_idx) - self.bank.cond_slots] = frame_idx
-        self.ptr_frames[:, self.ptr_slot(frame_idx) - self.bank.cond_slots] = frame_idx

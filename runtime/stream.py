@@ -1,126 +1,109 @@
-"""``StreamTracker``: SAM 2 on a live camera, one frame at a time, in constant memory (no torch).
+"""``StreamTracker``: SAM 2 on a live camera, one frame at a time, bank resident in the backend's memory.
 
 The API follows the popular "camera predictor" idiom::
 
-    tracker = StreamTracker("model_dir")
+    tracker = StreamTracker("model_dir")                 # or sam2rt.load(model_dir).stream()
     tracker.load_first_frame(frame)                      # frame 0
     tracker.add_new_prompt(0, obj_id=1, points=[[x, y]], labels=[1])
     while True:
         obj_ids, mask_logits = tracker.track(next_frame)  # (K, 1, H, W) float32 logits
 
-Results equal the official ``SAM2VideoPredictor`` propagating forward through the same frames with the same
-prompts (run on a video of 16 frames or more, so that its object-pointer window is full, as a stream's is). The tracking logic is
-the ``VideoPredictor``'s, run over a frame source that grows by one frame per ``track`` call and holds only
-the latest frame. After each frame, everything memory selection can no longer read is dropped, so a stream
-of any length keeps per object the current frame's result and the ``max(num_maskmem - 1, max_obj_ptrs - 1)``
-= 15 before it, plus the conditioning frames that can still be selected; and one frame's image features.
+One code path on every backend: every tensor is a buffer of the executor (numpy on ONNX Runtime CPU, device
+memory on TensorRT), the bank is a fixed set of slots written in place (``DeviceBank``), and prompts (clicks,
+box, mask; new objects, corrections, removals, ``reset``) are accepted on the current frame at any time.
+
+Frame t's memory is encoded at the start of frame t+1's step, not in frame t's: a correction on frame t then
+still finds frames t-6..t-1 in the rings (frame t's own memory would overwrite t-6), exactly as the official
+predictor re-reads them, and the corrected mask becomes frame t's memory (``binarize`` set, as the official
+``propagate_in_video_preflight`` encodes prompted frames). Results equal the official predictor run
+incrementally: propagate up to the prompt frame, prompt, propagate from the next frame (docs/tracker.md).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
-from sam2rt.runtime.bank import attended_cond_frames
-from sam2rt.runtime.frames import FrameSource
-from sam2rt.runtime.predictor import State, VideoPredictor
-
-
-class LiveFrames(FrameSource):
-    """A growing frame sequence that holds only its latest (H, W, 3) uint8 RGB frame."""
-
-    def __init__(self, first: np.ndarray) -> None:
-        super().__init__(cache_size=0)
-        self.name = "stream"
-        self.height, self.width = first.shape[:2]
-        self._latest = first
-        self._count = 1
-
-    def __len__(self) -> int:
-        return self._count
-
-    def _read(self, index: int) -> np.ndarray:
-        if index != self._count - 1:
-            raise Sam2rtError(f"frame {index} of the stream is gone; only the latest frame "
-                              f"({self._count - 1}) is kept")
-        return self._latest
-
-    @property
-    def latest(self) -> np.ndarray:
-        """The current frame, (H, W, 3) uint8 RGB."""
-        return self._latest
-
-    def append(self, frame: np.ndarray) -> None:
-        """Make ``frame`` (H, W, 3) uint8 RGB the next frame; the previous one is released."""
-        self._latest = frame
-        self._count += 1
+from sam2rt.runtime import prompts as P
+from sam2rt.runtime.bank import SelectionRules
+from sam2rt.runtime.device_bank import DeviceBank
+from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, HostExecutor,
+                                        relayout)
+from sam2rt.runtime.engine import Engine
+from sam2rt.runtime.imageops import fill_holes, mask_prompt_to_input
+from sam2rt.runtime.outputs import TrackResult, make_result
+from sam2rt.runtime.stream_prompts import PromptRunner
 
 
 class StreamTracker:
-    """Track objects through a live stream of frames (camera-predictor API on ONNX Runtime).
+    """Track objects through a live stream of frames (camera-predictor API), on any backend.
 
     model_dir: an exported model (``sam2rt export``). backend: "ort", "ort-gpu" or "trt" (engines in
     ``engine_dir``, default MODEL_DIR/engines). threads: 0 lets the backend choose.
     fill_hole_area: None takes the model's setting; 0 disables it (as the official predictor on CPU).
-    bgr: frames arrive in OpenCV's BGR order and are converted. preprocess: "official" (bit-exact
-    resize) or "fast" (OpenCV resize).
+    bgr: frames arrive in OpenCV's BGR order and are converted.
+    engine/executor: share a loaded model between streams (``sam2rt.runtime.model.Model.stream``).
     """
 
-    def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
-                 fill_hole_area: int | None = None, bgr: bool = False, preprocess: str = "official",
-                 engine_dir: str | Path | None = None) -> None:
-        self.predictor = VideoPredictor(model_dir, backend=backend, threads=threads, fill_hole_area=fill_hole_area,
-                                        feature_cache=1, preprocess=preprocess, progress=False, engine_dir=engine_dir)
-        self.engine = self.predictor.engine
+    def __init__(self, model_dir: str | Path | None = None, backend: str = "ort", threads: int = 0,
+                 fill_hole_area: int | None = None, bgr: bool = False, engine_dir: str | Path | None = None,
+                 engine: Engine | None = None, executor: Executor | None = None) -> None:
+        if engine is None:
+            if model_dir is None:
+                raise Sam2rtError("StreamTracker needs a model directory (or a loaded engine)")
+            engine = Engine(model_dir, backend=backend, threads=threads, engine_dir=engine_dir)
+        self.engine = engine
+        if executor is None and backend == "trt":
+            from sam2rt.runtime.trt_backend import executor_for
+
+            executor = executor_for(engine.runners)
+        self.executor: Executor = executor or HostExecutor(engine.runners, engine.size)
+        self.rules = SelectionRules.from_tracking(engine.tracking)
+        self.fill_hole_area = engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.bgr = bgr
-        rules = self.predictor.rules
-        # frames back that memory (with its stride) or object pointers can reach
-        self.horizon = max((rules.num_maskmem - 1) * rules.stride, rules.max_obj_ptrs - 1)
-        self.max_cond = attended_cond_frames(rules, self.engine.manifest.bank)
-        self._frames: LiveFrames | None = None
-        self._state: State | None = None
+        self.dims = {**C.resolve_dims(engine.size), "M": engine.manifest.bank.memory_slots,
+                     "P": engine.manifest.bank.ptr_slots}
+        bank = DeviceBank(engine.manifest.bank, self.rules)  # checks the bank fits the model once
+        self._period = math.lcm(bank.mem_ring, bank.ptr_ring, 2)  # step keys repeat with this period
+        self._frame_bufs: BufferSet | None = None
+        self._objs: BufferSet | None = None  # per-object buffers for the current object count
+        self._prompt = PromptRunner(self)
+        self._size: tuple[int, int] | None = None
+        self._t = -1
+        self._clear_objects()
+
+    def _clear_objects(self) -> None:
+        self.bank = DeviceBank(self.engine.manifest.bank, self.rules)
+        self._ids: list[int] = []
+        self._added_at: list[int] = []  # frame each object got its first prompt (not tracked there)
+        self._cond_now: list[bool] = []  # the current frame is a conditioning frame of the object
+        self._points: list[tuple[np.ndarray, np.ndarray] | None] = []  # clicks on the current frame
+        self._masks = np.zeros((0, 1, 4 * self.engine.h, 4 * self.engine.h), np.float32)  # current results
+        self._scores = np.zeros((0,), np.float32)
+        if self._objs is not None:
+            self.executor.release(self._objs)
+            self._objs = None
 
     # ---- introspection -----------------------------------------------------------------------------
     @property
     def frame_idx(self) -> int:
         """Index of the current (latest) frame; -1 before ``load_first_frame``."""
-        return -1 if self._frames is None else len(self._frames) - 1
+        return self._t
 
     @property
     def obj_ids(self) -> list[int]:
         """The tracked object ids, in output order."""
-        return [] if self._state is None else list(self._state["obj_ids"])
-
-    def stored_outputs(self) -> dict[int, int]:
-        """Per object id, how many per-frame results (FrameOutputs) the tracker holds."""
-        if self._state is None:
-            return {}
-        counts = {}
-        for obj_id, idx in self._state["obj_id_to_idx"].items():
-            done, temp = self._state["output_dict_per_obj"][idx], self._state["temp_output_dict_per_obj"][idx]
-            counts[obj_id] = len(done.cond) + len(done.non_cond) + len(temp.cond) + len(temp.non_cond)
-        return counts
+        return list(self._ids)
 
     def stored_bytes(self) -> int:
-        """Bytes of the arrays the tracker holds: results, prompts, image features and the latest frame."""
-        if self._state is None:
-            return 0
-        state, total = self._state, self._frames.latest.nbytes
-        for feats in state["features"].values():
-            total += feats.vision_feat.nbytes + feats.feat_s0.nbytes + feats.feat_s1.nbytes
-        for key in ("output_dict_per_obj", "temp_output_dict_per_obj"):
-            for outputs in state[key].values():
-                for out in (*outputs.cond.values(), *outputs.non_cond.values()):
-                    total += out.pred_masks.nbytes + out.obj_ptr.nbytes + out.object_score_logits.nbytes
-                    total += 0 if out.memory is None else out.memory.nbytes
-        for per_frame in state["point_inputs_per_obj"].values():
-            total += sum(p.nbytes + lbl.nbytes for p, lbl in per_frame.values())
-        for per_frame in state["mask_inputs_per_obj"].values():
-            total += sum(m.nbytes for m in per_frame.values())
-        return total
+        """Bytes of the buffers the tracker holds (frame buffers, bank and step buffers for its objects)."""
+        return sum(s.nbytes for s in (self._frame_bufs, self._objs, self._prompt.bufs) if s is not None)
 
     # ---- frames ------------------------------------------------------------------------------------
     def load_first_frame(self, frame: np.ndarray) -> None:
@@ -128,30 +111,86 @@ class StreamTracker:
 
         frame: (H, W, 3) uint8, RGB (BGR with ``bgr=True``).
         """
-        frames = LiveFrames(self._to_rgb(frame, None))
-        state = self.predictor.init_state(frames)  # computes frame 0's image features
-        state["track_num_frames"] = None  # unbounded stream: the full object-pointer window
-        self._frames, self._state = frames, state
+        rgb = self._to_rgb(frame, None)
+        self._clear_objects()
+        if self._frame_bufs is None:
+            self._frame_bufs = BufferSet(self.executor.allocator, FRAME_TENSORS, self.dims)
+        self._size, self._t = rgb.shape[:2], 0
+        self._encode_frame(rgb, 0)
+        self.executor.synchronize()
 
-    def track(self, frame: np.ndarray) -> tuple[list[int], np.ndarray]:
-        """Append ``frame`` to the stream and track every object on it (one batched call).
+    def _encode_frame(self, rgb: np.ndarray, t: int) -> None:
+        buf = self._frame_bufs
+        self.executor.preprocess(rgb, buf["image"])
+        self.executor.run("image_encoder", {"image": buf["image"], "vision_feat": self.vision_feat(t),
+                                            "feat_s0": buf["feat_s0"], "feat_s1": buf["feat_s1"]})
 
-        frame: (H, W, 3) uint8 of the first frame's size. Returns ``(obj_ids, mask_logits)``, the logits
-        (K, 1, H, W) float32 at frame resolution (> 0 is the object).
+    def vision_feat(self, t: int):
+        """Frame t's (1, 256, h, h) image feature buffer (two alternate)."""
+        return self._frame_bufs[f"vision_feat{t % 2}"]
+
+    def track(self, frame: np.ndarray, output: str = "logits", **options: Any) -> Any:
+        """Append ``frame`` to the stream and track every object on it (one batched call per graph).
+
+        frame: (H, W, 3) uint8 of the first frame's size. ``output="logits"`` returns ``(obj_ids,
+        mask_logits)``, the logits (K, 1, H, W) float32 at frame resolution (> 0 is the object);
+        ``output="result"`` returns a :class:`~sam2rt.runtime.outputs.TrackResult` (options: ``mask_size``,
+        ``mask_dtype``, ``boxes``; see docs/tracker.md) without computing full-size float logits.
         """
-        state = self._require_state()
-        rgb = self._to_rgb(frame, (self._frames.height, self._frames.width))
-        if not state["obj_ids"]:
+        self._require_frame()
+        rgb = self._to_rgb(frame, self._size)
+        if not self._ids:
             raise Sam2rtError("no object to track; add one with add_new_prompt(...) on the current frame first")
-        # memories of prompts on the current frame, from its cached features, before the frame is replaced
-        self.predictor.propagate_in_video_preflight(state)
-        self._frames.append(rgb)
-        state["num_frames"] = len(self._frames)
-        new_idx = state["num_frames"] - 1
-        _, obj_ids, masks = next(self.predictor.propagate_in_video(state, start_frame_idx=new_idx,
-                                                                   max_frame_num_to_track=0))
-        self._forget_unreachable(state, new_idx)
-        return list(obj_ids), masks
+        if output not in ("logits", "result"):
+            raise Sam2rtError(f"output must be 'logits' or 'result', got {output!r}")
+        t, new = self._t, self._t + 1
+        cond = tuple(b for b, c in enumerate(self._cond_now) if c)
+        for b in cond:
+            self.bank.add_cond(b, t)
+        self.bank.commit(t, cond)
+        objs = self._objs
+        self.bank.prepare(new, {n: objs[n].mirror for n in CONTROLS})
+        self._encode_frame(rgb, new)
+        alloc, run = self.executor.allocator, self.executor.run
+
+        def enqueue() -> None:
+            # commit frame t: its memory into its ring slot, its pointer into its pointer slot
+            alloc.upload(objs["binarize"])
+            slot = objs["memory"].slot(self.bank.mem_slot(t))
+            run("memory_encoder", {"vision_feat": self.vision_feat(t), "mask_logits": objs["low_res_masks"],
+                                   "binarize": objs["binarize"], "object_score_logits": objs["object_score_logits"],
+                                   "memory": slot})
+            self.executor.round_bank(slot)
+            alloc.copy(objs["obj_ptrs"].slot(self.bank.ptr_slot(t)), objs["obj_ptr"])
+            for b in cond:  # a conditioning frame lives in its object's cond slot (rare: frames after prompts)
+                c = self.bank.cond[b][t]
+                alloc.copy(objs["memory"].slot(c).slot(b), slot.slot(b))
+                alloc.copy(objs["obj_ptrs"].slot(c).slot(b), objs["obj_ptrs"].slot(self.bank.ptr_slot(t)).slot(b))
+            # track frame t+1
+            for name in CONTROLS:
+                alloc.upload(objs[name])
+            tensors = {**objs.bufs, "vision_feat": self.vision_feat(new), "feat_s0": self._frame_bufs["feat_s0"],
+                       "feat_s1": self._frame_bufs["feat_s1"]}
+            run("memory_attention", tensors)
+            run("mask_decoder", {**tensors, "image_embed": objs["conditioned_feat"]})
+            alloc.download(objs["low_res_masks"])
+            alloc.download(objs["object_score_logits"])
+
+        if cond:
+            enqueue()  # cond copies make this step unlike the steady state: not captured
+        else:
+            self.executor.step((self.bank.batch, new % self._period), enqueue)
+        self.executor.synchronize()
+        self._t = new
+        objs["binarize"].mirror[...] = False
+        K = self.bank.batch
+        self._cond_now, self._points = [False] * K, [None] * K
+        low = objs["low_res_masks"].mirror
+        self._masks = fill_holes(low, self.fill_hole_area) if self.fill_hole_area > 0 else low.copy()
+        self._scores = objs["object_score_logits"].mirror[:, 0].copy()
+        if output == "result":
+            return make_result(new, self.obj_ids, self._masks, self._scores, self._size, **options)
+        return self.obj_ids, self.engine.to_video_res(self._masks, *self._size)
 
     # ---- prompts -----------------------------------------------------------------------------------
     def add_new_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, bbox=None, mask=None,
@@ -161,40 +200,108 @@ class StreamTracker:
 
         points (N, 2) pixel x, y with labels (N,) 1 = positive / 0 = negative; bbox (4,) x0, y0, x1, y1;
         mask (H, W) bool (alone). Returns ``(frame_idx, obj_ids, mask_logits (K, 1, H, W) float32)`` for
-        every object on this frame.
+        every object on this frame. A tracked object's prompt is a correction: its result on this frame is
+        replaced and becomes this frame's memory; the bank is updated in place.
         """
-        state = self._require_state()
+        self._require_frame()
         self._check_current(frame_idx)
+        P.check_obj_id(obj_id)
+        H, W = self._size
+        b = self._ids.index(obj_id) if obj_id in self._ids else None
         if mask is not None:
             if points is not None or labels is not None or bbox is not None:
                 raise Sam2rtError("give either a mask or points/labels/bbox in one add_new_prompt call, not both")
-            idx, ids, masks = self.predictor.add_new_mask(state, frame_idx, obj_id, mask)
+            mask_input = mask_prompt_to_input(P.check_mask(mask), self.engine.size)
+            pts = None
         else:
-            idx, ids, masks = self.predictor.add_new_points_or_box(
-                state, frame_idx, obj_id, points=points, labels=labels, clear_old_points=clear_old_points,
-                normalize_coords=normalize_coords, box=bbox)
-        return idx, list(ids), masks
+            pts, lbl = P.points_and_labels(points, labels, bbox, clear_old_points, normalize_coords, W, H)
+            scale = np.array([W, H], np.float32) if normalize_coords else 1.0
+            pts = (pts / scale * self.engine.size).astype(np.float32)
+            old = self._points[b] if b is not None and not clear_old_points else None
+            if old is not None:
+                pts, lbl = np.concatenate([old[0], pts]), np.concatenate([old[1], lbl])
+        limit = self.engine.manifest.bank.max_objects
+        if b is None and len(self._ids) >= limit:
+            raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "
+                              "remove one first")
+        # from here on nothing can fail on the user's input
+        t = self._t
+        is_init = b is None or self._added_at[b] == t
+        is_cond = is_init or bool(self.engine.tracking["add_all_frames_to_correct_as_cond"])
+        if pts is None:
+            low, ptr, score = self._prompt.mask(t, mask_input)
+        else:
+            prev = None if b is None else np.clip(self._masks[b:b + 1], -32.0, 32.0)
+            low, ptr, score = self._prompt.points(t, b, is_init, pts, lbl, prev)
+        low = fill_holes(low, self.fill_hole_area) if self.fill_hole_area > 0 else low
+        if b is None:
+            b = self._add_object(obj_id)
+        self._prompt.store(b, low, ptr, score)
+        self._points[b] = None if pts is None else (pts, lbl)
+        self._cond_now[b] = is_cond
+        self._masks[b], self._scores[b] = low[0], score
+        return t, self.obj_ids, self.engine.to_video_res(self._masks, H, W)
+
+    def _add_object(self, obj_id: int) -> int:
+        """A new column in every per-object buffer (copied over on the memory side, old buffers freed)."""
+        b = self.bank.add_object()
+        self._resize(list(range(b)), b + 1)
+        self._ids.append(obj_id)
+        self._added_at.append(self._t)
+        self._cond_now.append(True)
+        self._points.append(None)
+        self._masks = np.concatenate([self._masks, np.zeros((1, *self._masks.shape[1:]), np.float32)])
+        self._scores = np.append(self._scores, np.float32(0))
+        return b
+
+    def _resize(self, keep: list[int], batch: int) -> None:
+        old = self._objs
+        new = BufferSet(self.executor.allocator, OBJECT_TENSORS, {**self.dims, "B": batch, "N": 1})
+        relayout(old, new, [(b_old, b_new) for b_new, b_old in enumerate(keep)])
+        values = {"point_labels": -1, "multimask": self.engine.use_multimask(False, 0)}  # tracking: no prompt
+        for name, value in values.items():
+            new[name].mirror[...] = value
+        for name in ("point_coords", "point_labels", "mask_input", "has_mask_input", "multimask"):
+            self.executor.allocator.upload(new[name])
+        self._objs = new
+        if old is not None:
+            self.executor.release(old)  # after the copies: frees it and drops graphs captured with it
 
     def remove_object(self, obj_id: int) -> list[int]:
         """Stop tracking ``obj_id`` and forget its prompts and results; returns the remaining ids."""
-        state = self._require_state()
-        if obj_id not in state["obj_id_to_idx"]:
-            raise Sam2rtError(f"unknown obj_id {obj_id!r}; tracked object ids: {state['obj_ids']}")
-        ids, _ = self.predictor.remove_object(state, obj_id, strict=True, need_output=False)
-        return list(ids)
+        self._require_frame()
+        if obj_id not in self._ids:
+            raise Sam2rtError(f"unknown obj_id {obj_id!r}; tracked object ids: {self._ids}")
+        b = self._ids.index(obj_id)
+        if len(self._ids) == 1:
+            self.reset()
+            return []
+        keep = [i for i in range(len(self._ids)) if i != b]
+        self._resize(keep, len(keep))
+        self.bank.remove_object(b)
+        for lst in (self._ids, self._added_at, self._cond_now, self._points):
+            del lst[b]
+        self._masks, self._scores = self._masks[keep], self._scores[keep]
+        return self.obj_ids
 
     def reset(self) -> None:
         """Remove all objects, prompts and results; the stream and its current frame stay."""
-        if self._state is not None:
-            self.predictor.reset_state(self._state)
+        self._clear_objects()
 
     reset_state = reset
 
+    def close(self) -> None:
+        """Free every buffer now (the tracker can start again with ``load_first_frame``)."""
+        self._clear_objects()
+        for bufs in (self._frame_bufs, self._prompt.bufs):
+            if bufs is not None:
+                self.executor.release(bufs)
+        self._frame_bufs, self._prompt.bufs, self._t = None, None, -1
+
     # ---- helpers -----------------------------------------------------------------------------------
-    def _require_state(self) -> State:
-        if self._state is None:
+    def _require_frame(self) -> None:
+        if self._t < 0:
             raise Sam2rtError("no frame yet; call load_first_frame(frame) before prompting or tracking")
-        return self._state
 
     def _check_current(self, frame_idx: object) -> None:
         current = self.frame_idx
@@ -204,7 +311,7 @@ class StreamTracker:
                               "are gone")
 
     def _to_rgb(self, frame: object, size: tuple[int, int] | None) -> np.ndarray:
-        """Validate an (H, W, 3) uint8 frame -> a private contiguous RGB copy."""
+        """Validate an (H, W, 3) uint8 frame -> a contiguous RGB array."""
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             got = f"{type(frame).__name__} {getattr(frame, 'shape', '')} {getattr(frame, 'dtype', '')}"
             order = "BGR" if self.bgr else "RGB"
@@ -215,22 +322,7 @@ class StreamTracker:
         if size is not None and frame.shape[:2] != size:
             raise Sam2rtError(f"the frame is {frame.shape[1]}x{frame.shape[0]} but the stream is "
                               f"{size[1]}x{size[0]}; resize it, or call load_first_frame to start a new stream")
-        return np.array(frame[:, :, ::-1] if self.bgr else frame, order="C")  # a private copy
+        return np.ascontiguousarray(frame[:, :, ::-1] if self.bgr else frame)
 
-    def _forget_unreachable(self, state: State, frame_idx: int) -> None:
-        """Drop what prompts on ``frame_idx`` and tracking later frames can never select (constant memory).
 
-        A correction on the current frame still reads the ``horizon`` frames before it, so those are kept.
-        """
-        oldest = frame_idx - self.horizon
-        for idx, done in state["output_dict_per_obj"].items():
-            for t in [t for t in done.non_cond if t < oldest]:
-                del done.non_cond[t]
-            newest_cond = set(sorted(done.cond)[-self.max_cond:])  # forward: the closest are the newest
-            for t in [t for t in done.cond if t < oldest and t not in newest_cond]:
-                del done.cond[t]
-            tracked = state["frames_tracked_per_obj"][idx]
-            state["frames_tracked_per_obj"][idx] = {t: v for t, v in tracked.items() if t == frame_idx}
-            for key in ("point_inputs_per_obj", "mask_inputs_per_obj"):  # prompts are only ever on the current frame
-                per_frame = state[key][idx]
-                state[key][idx] = {t: v for t, v in per_frame.items() if t >= frame_idx}
+__all__ = ["StreamTracker", "TrackResult"]

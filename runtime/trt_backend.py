@@ -1,7 +1,7 @@
 """TensorRT backend: ``TrtRunner`` (the GraphRunner interface) and ``TrtExecutor`` (the device-resident step).
 
 Engines are deserialised once (after ``engines.cache`` has checked they were built for this GPU, TensorRT
-version and exactly these ONNX graphs); each gets one execution context, and every tensor is bound by name
+version and exactly these ONNX graphs); each user makes its own execution contexts, every tensor is bound by name
 with ``set_tensor_address``; all work goes on one CUDA stream with ``execute_async_v3``. Object and point
 counts are checked against the engine profiles before TensorRT sees them. Imports TensorRT when called.
 """
@@ -9,7 +9,7 @@ counts are checked against the engine profiles before TensorRT sees them. Import
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,39 +22,58 @@ from sam2rt.engines.profiles import check_within
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
 from sam2rt.runtime.backends import GraphRunner
-from sam2rt.runtime.cuda import Buf, CudaAllocator, CudaGraph, Stream, import_cudart
+from sam2rt.runtime.cuda import Buf, CudaAllocator, GraphCache, Stream, import_cudart
+
+STEP_GRAPHS = (C.MEMORY_ATTENTION.name, C.MASK_DECODER.name, C.MEMORY_ENCODER.name)  # what the captured step runs
 
 
 class TrtEngine:
-    """One deserialised engine with its execution context; ``bind`` + ``enqueue`` run it on a stream."""
+    """One deserialised engine; execution contexts are made per user (``context``), never shared."""
 
     def __init__(self, runtime: Any, data: bytes, name: str, rebuild: str) -> None:
-        self.name = name
+        self.name, self.rebuild = name, rebuild
         self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise Sam2rtError(f"TensorRT could not deserialise the {name} engine (corrupt, or built by another "
                               f"TensorRT); rebuild the engines: {rebuild}")
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise Sam2rtError(f"TensorRT could not create an execution context for the {name} engine (out of GPU "
-                              f"memory?); close other GPU programs or rebuild with fewer --max-objects: {rebuild}")
         trt = import_tensorrt()
-        self.inputs = [n for n in self._names() if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-
-    def _names(self) -> list[str]:
-        return [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
 
     def max_shape(self, name: str) -> tuple[int, ...]:
         """The profile maximum of an input (profile 0)."""
         return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
 
+    def context(self) -> "TrtContext":
+        """A new execution context of this engine, for one user only."""
+        return TrtContext(self)
+
+
+class TrtContext:
+    """One execution context: ``bind`` every tensor by name, ``enqueue`` on a stream.
+
+    Each user (a ``TrtRunner``; an executor's captured step; its direct runs) owns its contexts: a CUDA
+    graph replays the kernels and addresses its context was set up with, so no other caller may rebind it.
+    """
+
+    def __init__(self, engine: TrtEngine) -> None:
+        self.engine, self.name = engine, engine.name
+        self.context = engine.engine.create_execution_context()
+        if self.context is None:
+            raise Sam2rtError(f"TensorRT could not create an execution context for the {engine.name} engine (out of "
+                              f"GPU memory?); close other GPU programs or rebuild with fewer --max-objects: "
+                              f"{engine.rebuild}")
+
     def bind(self, tensors: dict[str, Buf]) -> None:
         """Set every input shape and every tensor address (all names of the engine must be given)."""
-        for name in self.inputs:
+        for name in self.engine.inputs:
             if not self.context.set_input_shape(name, tensors[name].shape):
                 raise Sam2rtError(f"{self.name}: TensorRT rejected input {name!r} of shape {tensors[name].shape}")
-        for name in self._names():
-            self.context.set_tensor_address(name, tensors[name].ptr)
+        for name in self.engine.names:
+            if not self.context.set_tensor_address(name, tensors[name].ptr):
+                raise Sam2rtError(f"{self.name}: TensorRT rejected the address of {name!r} (shape "
+                                  f"{tensors[name].shape}); an engine built for other tensor names or a misaligned "
+                                  f"buffer; rebuild the engines: {self.engine.rebuild}")
 
     def enqueue(self, stream: Stream) -> None:
         if not self.context.execute_async_v3(stream.handle):
@@ -89,7 +108,8 @@ class TrtRunner(GraphRunner):
     def __init__(self, spec: C.GraphSpec, image_size: int, engine: TrtEngine, stream: Stream,
                  allocator: CudaAllocator, limits: dict[str, int], rebuild: str) -> None:
         super().__init__(spec, image_size)
-        self.engine, self.stream, self.alloc, self.limits, self.rebuild = engine, stream, allocator, limits, rebuild
+        self.stream, self.alloc, self.limits, self.rebuild = stream, allocator, limits, rebuild
+        self.engine = engine.context()  # the runner's own context
         dims = {**self._spatial, **limits}
         self._max = {t.name: Buf(0, tuple(int(s) for s in t.resolve(dims)), np.dtype(t.dtype))
                      for t in spec.inputs + spec.outputs}
@@ -129,14 +149,15 @@ def load_trt_runners(model_dir: str | Path, engine_dir: str | Path | None = None
     """One TrtRunner per graph, sharing one stream and one allocator (engines checked and deserialised once)."""
     engines, cfg = load_engines(model_dir, engine_dir)
     manifest = load_manifest(model_dir)
-    stream, alloc = Stream(), CudaAllocator()
+    stream = Stream()
+    alloc = CudaAllocator(stream)
     limits = {"B": cfg.max_objects, "N": cfg.max_points_fed, "M": cfg.memory_slots, "P": cfg.ptr_slots}
     rebuild = rebuild_command(model_dir, engine_dir or default_engine_dir(model_dir), cfg)
     runners: dict[str, GraphRunner] = {
         spec.name: TrtRunner(spec, manifest.image_size, engines[spec.name], stream, alloc, limits, rebuild)
         for spec in C.GRAPHS}
     for runner in runners.values():
-        runner.device_engines, runner.build_config = engines, cfg  # the DeviceTracker's executor reuses them
+        runner.device_engines, runner.build_config = engines, cfg  # executors make their own contexts of them
     return runners
 
 
@@ -149,17 +170,28 @@ def executor_for(runners: dict[str, GraphRunner]) -> "TrtExecutor":
 
 
 class TrtExecutor:
-    """The device-resident step on TensorRT (see ``runtime.device_step``): device buffers, one stream,
-    GPU preprocessing of uint8 frames, and a CUDA graph per (objects, memory slot, pointer slot) replayed
-    from the second time a key is seen; capture failures fall back to direct execution, once warned."""
+    """The tracker's executor on TensorRT: device buffers, one stream, GPU preprocessing of uint8 frames, and a
+    CUDA graph per (buffer generation, key) replayed from the second time a key is seen; capture failures fall
+    back to direct execution, once warned.
+
+    Contexts: its own, never a TrtRunner's. ``step`` contexts are used only inside the captured step, ``direct``
+    contexts for everything else (preprocessing, image encoder, prompts), so a replay never meets a context
+    another call has rebound.
+    """
 
     def __init__(self, engines: dict[str, TrtEngine], image_size: int, max_frame_side: int) -> None:
         self.engines, self.image_size, self.max_side = engines, image_size, max_frame_side
         self.stream = Stream()
-        self.allocator = CudaAllocator()
+        self.allocator = CudaAllocator(self.stream)
+        self.direct = {name: engine.context() for name, engine in engines.items()}
+        self.step_contexts = {name: engines[name].context() for name in STEP_GRAPHS}
+        self.graphs = GraphCache(self.stream)
         self._frame: dict[str, Buf] = {}
-        self._graphs: dict[tuple[int, ...], CudaGraph | None] = {}
-        self._seen: set[tuple[int, ...]] = set()
+        self._capturing = False
+
+    @property
+    def generation(self) -> int:
+        return self.graphs.generation
 
     def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
         H, W = rgb.shape[:2]
@@ -167,45 +199,49 @@ class TrtExecutor:
             raise Sam2rtError(f"the frame is {W}x{H}; the preprocessing engine takes sides 32..{self.max_side}: "
                               "resize frames first or rebuild the engines")
         if self._frame.get("frame") is None or self._frame["frame"].shape != rgb.shape:
+            self._free_frame()  # a new frame size: the old staging buffers go
             weights = resize_inputs(H, W, self.image_size)  # once per frame size
             self._frame = {"frame": self.allocator.alloc(rgb.shape, np.uint8, mirrored=True)}
             for name, value in weights.items():
                 self._frame[name] = self.allocator.alloc(value.shape, value.dtype, mirrored=True)
                 np.copyto(self._frame[name].mirror, value)
-                self.allocator.upload(self._frame[name], self.stream)
+                self.allocator.upload(self._frame[name])
         np.copyto(self._frame["frame"].mirror, rgb)
-        self.allocator.upload(self._frame["frame"], self.stream)
+        self.allocator.upload(self._frame["frame"])
         self.run(C.PREPROCESS.name, {**self._frame, "image": image})
 
+    def _free_frame(self) -> None:
+        for buf in self._frame.values():
+            self.allocator.free(buf)
+        self._frame = {}
+
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
-        engine = self.engines[graph]
-        engine.bind(tensors)
-        engine.enqueue(self.stream)
+        context = self.step_contexts[graph] if self._capturing else self.direct[graph]
+        context.bind(tensors)
+        context.enqueue(self.stream)
 
-    def step(self, key: tuple[int, ...], enqueue: Any) -> None:
-        graph = self._graphs.get(key)
-        if graph is not None and graph.ready:
-            graph.launch()
-            return
-        enqueue()  # first time: a plain run (TensorRT does its lazy per-shape setup here)
-        if key in self._graphs or key in self._seen:
-            return
-        self._seen.add(key)
-        graph = CudaGraph(self.stream)
-        if graph.capture(enqueue):
-            self._graphs[key] = graph
-        else:
-            import warnings
-
-            warnings.warn(f"CUDA graph capture failed ({graph.error}); running the tracking step without it",
-                          stacklevel=2)
-            self._graphs[key] = None
+    def step(self, key: tuple[int, ...], enqueue: Callable[[], None]) -> None:
+        self._capturing = True  # the step always runs on the step contexts
+        try:
+            self.graphs.step(key, enqueue)
+        finally:
+            self._capturing = False
 
     def round_bank(self, slot: Buf) -> None:
-        """The device bank keeps float32 memories (no bfloat16 rounding kernel here; see the README)."""
+        """The device bank keeps float32 memories (no bfloat16 rounding kernel yet; see docs/tracker.md)."""
+
+    def release(self, buffers: Any) -> None:
+        """Free ``buffers`` and every graph captured so far: they hold addresses that are about to go."""
+        self.graphs.drop()
+        buffers.free()
 
     def synchronize(self) -> None:
         self.stream.synchronize()
+
+    def close(self) -> None:
+        self.graphs.drop()
+        self._free_frame()
+        self.allocator.close()
 
 
 def device_memory_mb() -> dict[str, float]:

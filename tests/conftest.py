@@ -24,6 +24,32 @@ def exported_tiny_256(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def forced_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """sam2.1 tiny @512 whose object score swings around zero from frame to frame: (model dir, checkpoint).
+
+    Random weights alone give every object the same score sign on every frame, which would hide the
+    gating branches. Shared by the predictor and stream-tracker parity tests (one export per session).
+    """
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from sam2rt.export.checkpoints import build_model, write_official_checkpoint
+    from sam2rt.export.exporter import ExportConfig, export_model
+
+    tmp = tmp_path_factory.mktemp("parity512")
+    model, _ = build_model("sam2.1_hiera_tiny", 512, random_seed=0)
+    head = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    with torch.no_grad():  # measured: random-weight scores sit near 0.16 with ~0.01 spread
+        head.weight.mul_(1000.0)
+        head.bias.mul_(1000.0).sub_(160.0)
+    ckpt = write_official_checkpoint(model, tmp / "forced.pt")
+    # verify=False: the x1000 score head amplifies fp32 rounding in that one output past the absolute 1e-4
+    # tolerance (its relative error is unchanged); the parity tests compare whole tracking runs instead.
+    export_model(ExportConfig(model="sam2.1_hiera_tiny", out=tmp / "model", image_size=512, checkpoint=ckpt,
+                              verify=False))
+    return tmp / "model", ckpt
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -147,7 +147,7 @@ def test_object_added_and_refined_mid_stream_match_official(exported_tiny_256, t
     The official equivalent of a stream is: propagate up to the frame, prompt there, propagate on. (Prompting
     object 3 on frame 4 before one propagation from frame 0 is not: the official predictor would then track
     it on frames 0-3 too, with frame 4's memory, and use those frames as memories later.) Our VideoPredictor
-    run the same way gives bit-identical logits: nothing the stream dropped was needed.
+    run the same way gives the same logits (to float rounding): nothing the stream's rings dropped was needed.
     """
     from sam2rt.runtime.predictor import VideoPredictor
 
@@ -158,8 +158,8 @@ def test_object_added_and_refined_mid_stream_match_official(exported_tiny_256, t
     assert sorted(ours) == sorted(theirs) == list(range(n))
     offline = offline_run(VideoPredictor(exported_tiny_256, threads=1, fill_hole_area=0, progress=False),
                           jpeg_dir, schedule, n)
-    for f in range(n):
-        np.testing.assert_array_equal(ours[f], offline[f], err_msg=f"frame {f}")
+    for f in range(n):  # the resident bank (full slots, masked) vs the packed host bank: float rounding only
+        np.testing.assert_allclose(ours[f], offline[f], atol=1e-4, err_msg=f"frame {f}")
     worst_iou, worst_diff = 1.0, 0.0
     for f in range(n):
         assert ours[f].shape[0] == (1 if f < 4 else 2)
@@ -172,47 +172,30 @@ def test_object_added_and_refined_mid_stream_match_official(exported_tiny_256, t
 
 
 def test_memory_stays_bounded(tracker, frames, monkeypatch):
-    """60 frames (4 frames looped), object 1 corrected every 4th frame as a conditioning frame: the stored
-    results stay flat. Image features of the 4 looped frames are computed once (speed only)."""
-    encode, cache = tracker.engine.features, {}
-
-    def features_once(rgb: np.ndarray):
-        key = rgb.tobytes()
-        if key not in cache:
-            cache[key] = encode(rgb)
-        return cache[key]
-
-    monkeypatch.setattr(tracker.engine, "features", features_once)
+    """60 frames (4 frames looped), object 1 corrected every 4th frame as a conditioning frame, object 3 added
+    and removed: the buffers are fixed sizes, so the bytes held return to the same value."""
     tracker.load_first_frame(frames[0])
     tracker.add_new_prompt(0, 1, **P1)
     tracker.add_new_prompt(0, 2, bbox=BOX2)
-    tracker.engine.tracking["add_all_frames_to_correct_as_cond"] = True  # corrections pile up cond frames
-    counts, sizes = [], []
-    try:
-        for t in range(1, 60):
-            tracker.track(frames[t % 4])
-            if t % 4 == 0:
-                tracker.add_new_prompt(t, 1, **FIX1)
-            counts.append(tracker.stored_outputs())
-            sizes.append(tracker.stored_bytes())
-    finally:
-        tracker.engine.tracking["add_all_frames_to_correct_as_cond"] = False
-    state = tracker._state
-    print(f"\nstored results per object at frames 15/30/59: {counts[14]} {counts[29]} {counts[-1]}; "
-          f"bytes {sizes[14]} {sizes[29]} {sizes[-1]}")
-    bound = 1 + tracker.horizon + tracker.max_cond  # the current and 15 previous frames + the newest cond frames
-    assert all(c[2] <= tracker.horizon + 2 for c in counts)  # object 2: its prompt + the current and 15 previous
-    assert all(c[1] <= bound for c in counts)
-    assert counts[-1][2] == counts[29][2] == tracker.horizon + 2
-    assert max(sizes[40:]) <= max(sizes[20:40])
-    # corrections on frames 4, 8, ..., 56: only those the next frames can still reach are kept
-    assert sorted(state["output_dict_per_obj"][0].cond) == [44, 48, 52, 56]
-    assert len(state["features"]) == 1 and len(state["frames"]) == 60
-    assert all(len(tracked) == 1 for tracked in state["frames_tracked_per_obj"].values())
+    monkeypatch.setitem(tracker.engine.tracking, "add_all_frames_to_correct_as_cond", True)  # cond frames pile up
+    sizes = []
+    for t in range(1, 60):
+        tracker.track(frames[t % 4])
+        if t % 4 == 0:
+            tracker.add_new_prompt(t, 1, **FIX1)
+        if t % 10 == 5:
+            tracker.add_new_prompt(t, 3, **P3)
+        if t % 10 == 8:
+            tracker.remove_object(3)
+        sizes.append(tracker.stored_bytes())
+    print(f"\nbytes held at frames 15/30/59: {sizes[14]} {sizes[29]} {sizes[-1]}")
+    assert sizes[14] == sizes[29] == sizes[-1] and max(sizes[20:]) == max(sizes[:20])
+    assert sorted(tracker.bank.cond[0]) == [44, 48, 52, 56]  # the newest conditioning frames stay
 
 
 def _snapshot(tracker) -> tuple:
-    return tracker.frame_idx, tracker.obj_ids, tracker.stored_outputs(), tracker.stored_bytes()
+    return (tracker.frame_idx, tracker.obj_ids, tracker.stored_bytes(), tracker._masks.copy().tobytes(),
+            [dict(c) for c in tracker.bank.cond])
 
 
 def test_bad_calls_raise_and_change_nothing(exported_tiny_256, tracker, frames):

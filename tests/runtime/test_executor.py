@@ -1,0 +1,234 @@
+"""Executor contracts on CPU (issue 10): captured graphs never outlive their buffers, errors are Sam2rtErrors.
+
+A recording executor (HostExecutor + the key/capture bookkeeping of TrtExecutor) shows which step keys a
+tracker asks for and which buffers were freed; the TensorRT executor's own logic runs against fakes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam2rt.errors import Sam2rtError
+from sam2rt.runtime.cuda import Buf, HostAllocator
+from sam2rt.runtime.device_step import HostExecutor
+
+
+class RecordingExecutor(HostExecutor):
+    """Replays a 'graph' (here: remembers the buffer addresses it was captured with) per (generation, key)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.graphs: dict[tuple, dict[str, int]] = {}
+        self.captures: list[tuple] = []
+        self.replays: list[tuple] = []
+        self._current: dict[str, int] | None = None
+
+    def run(self, graph: str, tensors: dict[str, Buf]) -> None:
+        if self._current is not None:
+            self._current.update({f"{graph}:{n}": b.ptr for n, b in tensors.items()})
+        super().run(graph, tensors)
+
+    def step(self, key, enqueue) -> None:
+        full = (self.generation, *key)
+        self._current = {}
+        enqueue()
+        addresses, self._current = self._current, None
+        if full in self.graphs:
+            # the key must determine every buffer the step binds, else a replay would use stale addresses
+            assert self.graphs[full] == addresses, "a replay would use other buffers than the capture"
+            self.replays.append(full)
+        else:
+            self.graphs[full] = addresses
+            self.captures.append(full)
+
+    def release(self, buffers) -> None:
+        self.graphs = {}  # as TrtExecutor: every graph captured so far is destroyed
+        super().release(buffers)
+
+
+def _frames(n: int, size: int = 96) -> list[np.ndarray]:
+    base = np.linspace(0, 90, size * size * 3).reshape(size, size, 3)
+    out = []
+    for t in range(n):
+        f = base.copy()
+        f[20 + t:50 + t, 25 + 2 * t:55 + 2 * t] = (230, 200, 40)
+        out.append(f.astype(np.uint8))
+    return out
+
+
+def test_two_sessions_and_object_changes_never_replay_stale_graphs(exported_tiny_256: Path) -> None:
+    from sam2rt.runtime.engine import Engine
+    from sam2rt.runtime.stream import StreamTracker
+
+    engine = Engine(exported_tiny_256, threads=1)
+    ex = RecordingExecutor(engine.runners, engine.size)
+    tracker = StreamTracker(engine=engine, executor=ex, fill_hole_area=0)
+    frames = _frames(40)
+    results = []
+    for session in range(2):  # a second video: everything reallocated, no graph of the first replayed
+        tracker.load_first_frame(frames[0])
+        tracker.add_new_prompt(0, 1, points=[[40, 35]], labels=[1])
+        gen_first = ex.generation
+        for t in range(1, 38):  # the step keys repeat every 30 frames: replays from frame 32 on
+            results.append(tracker.track(frames[t])[1])
+            if t == 35:
+                tracker.add_new_prompt(t, 2, points=[[10, 80]], labels=[1])  # object count changes: re-keyed
+        assert ex.generation > gen_first
+        assert tracker.remove_object(2) == [1]
+        tracker.track(frames[38])
+    assert ex.replays, "the steady state replays captured steps"
+    assert len({k[0] for k in ex.captures}) >= 4  # generations: 2 sessions x (1 object, 2 objects, ...)
+    # the two sessions saw the same frames and prompts: the same masks
+    np.testing.assert_array_equal(results[0], results[37])
+    np.testing.assert_array_equal(results[36], results[73])
+
+
+def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
+    """TrtExecutor.step/release with fake CUDA graphs and a host allocator: keyed by (generation, key),
+    destroyed and unreachable after release, and its step and direct contexts are its own."""
+    from sam2rt.runtime import cuda, trt_backend
+
+    made, closed = [], []
+
+    class FakeGraph:
+        def __init__(self, stream) -> None:
+            self.ready, self.error = False, None
+            made.append(self)
+
+        def capture(self, enqueue) -> bool:
+            enqueue()
+            self.ready = True
+            return True
+
+        def launch(self) -> None:
+            self.launched = getattr(self, "launched", 0) + 1
+
+        def close(self) -> None:
+            closed.append(self)
+
+    class FakeContext:
+        def __init__(self) -> None:
+            self.bound = []
+
+        def bind(self, tensors) -> None:
+            self.bound.append({n: b.ptr for n, b in tensors.items()})
+
+        def enqueue(self, stream) -> None:
+            pass
+
+    monkeypatch.setattr(cuda, "CudaGraph", FakeGraph)
+    ex = object.__new__(trt_backend.TrtExecutor)
+    ex.stream = type("S", (), {"synchronize": lambda self: None})()
+    ex.graphs = cuda.GraphCache(ex.stream)
+    ex.allocator = HostAllocator()
+    ex.direct = {g: FakeContext() for g in ("memory_attention", "mask_decoder", "memory_encoder", "image_encoder")}
+    ex.step_contexts = {g: FakeContext() for g in trt_backend.STEP_GRAPHS}
+    ex._capturing, ex._frame = False, {}
+    buf = ex.allocator.alloc((2,), np.float32)
+    calls = []
+
+    def enqueue() -> None:
+        calls.append(1)
+        ex.run("memory_attention", {"x": buf})
+
+    ex.step((1, 5), enqueue)  # plain run, then capture
+    ex.step((1, 5), enqueue)  # replay
+    assert len(made) == 1 and made[0].launched == 1 and len(calls) == 2
+    assert ex.step_contexts["memory_attention"].bound and not ex.direct["memory_attention"].bound
+    ex.run("memory_attention", {"x": buf})  # a direct run uses the direct context
+    assert len(ex.direct["memory_attention"].bound) == 1
+
+    class Bufs:
+        freed = False
+        bufs: dict = {}
+
+        def free(self) -> None:
+            self.freed = True
+
+    bufs = Bufs()
+    ex.release(bufs)
+    assert bufs.freed and closed == made and ex.generation == 1
+    ex.step((1, 5), enqueue)  # the same key after release: run and captured anew, not replayed
+    assert len(made) == 2 and not hasattr(made[1], "launched") and len(calls) == 4
+
+
+def test_trt_context_checks_set_tensor_address() -> None:
+    from sam2rt.runtime.trt_backend import TrtContext
+
+    class Ctx:
+        def set_input_shape(self, name, shape) -> bool:
+            return True
+
+        def set_tensor_address(self, name, ptr) -> bool:
+            return name != "bad"
+
+    ctx = object.__new__(TrtContext)
+    ctx.context, ctx.name = Ctx(), "mask_decoder"
+    ctx.engine = type("E", (), {"inputs": ["good"], "names": ["good", "bad"], "rebuild": "sam2rt build M"})()
+    buf = HostAllocator().alloc((1,), np.float32)
+    with pytest.raises(Sam2rtError, match="rejected the address of 'bad'.*sam2rt build"):
+        ctx.bind({"good": buf, "bad": buf})
+
+
+def test_device_properties_runtime_error_becomes_sam2rt_error(monkeypatch) -> None:
+    """cuda-python 12.4 raises a bare RuntimeError from cudaGetDeviceProperties without a driver."""
+    from sam2rt.runtime import cuda
+
+    class FakeCudart:
+        @staticmethod
+        def cudaGetDeviceProperties(device):
+            raise RuntimeError("Function cudaGetDeviceProperties: CUDA driver not found")
+
+    monkeypatch.setattr(cuda, "import_cudart", lambda: FakeCudart)
+    with pytest.raises(Sam2rtError, match="nvidia-smi"):
+        cuda.device_properties()
+
+
+def test_cuda_allocator_zero_fills_on_its_stream(monkeypatch) -> None:
+    """New buffers are zeroed with cudaMemsetAsync on the allocator's stream (not the legacy stream)."""
+    from sam2rt.runtime import cuda
+
+    calls = []
+
+    class FakeCudart:
+        class cudaError_t:
+            cudaSuccess = 0
+
+        cudaStreamNonBlocking = 1
+
+        @staticmethod
+        def cudaStreamCreateWithFlags(flags):
+            return 0, 77
+
+        @staticmethod
+        def cudaMalloc(n):
+            return 0, 4096
+
+        @staticmethod
+        def cudaMemsetAsync(ptr, value, n, stream):
+            calls.append(("async", ptr, n, stream))
+            return (0,)
+
+        @staticmethod
+        def cudaMemset(ptr, value, n):
+            calls.append(("legacy", ptr, n))
+            return (0,)
+
+        @staticmethod
+        def cudaStreamSynchronize(stream):
+            return (0,)
+
+        @staticmethod
+        def cudaFree(ptr):
+            calls.append(("free", ptr))
+            return (0,)
+
+    monkeypatch.setattr(cuda, "import_cudart", lambda: FakeCudart)
+    alloc = cuda.CudaAllocator()
+    buf = alloc.alloc((4, 4), np.float32)
+    assert calls == [("async", 4096, 64, 77)]
+    alloc.free(buf)
+    assert calls[-1] == ("free", 4096) and alloc.allocated == 0
