@@ -18,10 +18,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
     from sam2rt.outputs import check_writable_file
 
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None and not path.parent.is_dir():
+        if path is None:
+            continue
+        check_writable_file(path, flag)
+        if not path.parent.is_dir():
             raise Sam2rtError(f"{flag} {path}: the folder {path.parent} does not exist; create it first")
-        if path is not None:
-            check_writable_file(path, flag)
     if args.plot is not None:
         from sam2rt.benchmarks.report import require_matplotlib
 

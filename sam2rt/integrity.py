@@ -120,7 +120,7 @@ def load_constants(manifest: Manifest) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             found = {k: npz[k] for k in npz.files}
     except ValueError as e:  # a pickle, or an object array inside the archive
-        raise Sam2rtError(f"{path} holds pickled data ({e}), which sam2rt never loads; {fix}") from None
+        raise Sam2rtError(f"{path} holds pickled data, which sam2rt never loads (it could run any code); {fix}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise Sam2rtError(f"{path} is truncated or not an .npz archive ({type(e).__name__}); {fix}") from None
     except AttributeError:  # np.load returned a bare array (a .npy file), which has no .files
