@@ -98,7 +98,7 @@ def points_and_labels(points, labels, box, clear_old_points: bool, normalize_coo
     if limit is not None and ((pts < 0).any() or (pts > limit).any()):
         raise Sam2rtError(f"points/box {_short(pts.tolist())} fall outside the {width}x{height} frame; "
                           "use pixel coordinates inside it (or normalize_coords=False for model coordinates)")
-    if not np.all(np.isfinite(pts.astype(np.float32))):  # finite in float64, beyond float32's range
+    if (np.abs(pts) > np.finfo(np.float32).max).any():  # finite in float64, infinite as model input
         raise Sam2rtError(f"points/box {_short(pts.tolist())} are too large to be model coordinates (float32)")
     return pts.astype(np.float32), lbl.astype(np.int32)
 

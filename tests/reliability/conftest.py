@@ -3,11 +3,12 @@ this process really cannot write to."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -59,3 +60,26 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
         if immutable:
             subprocess.run(["chattr", "-i", str(folder)], check=True)
         folder.chmod(0o755)
+# Caches, not state: image features are recomputed on demand and the frame source only decodes.
+SNAPSHOT_SKIP = ("features", "frames")
+
+
+def freeze(value: Any) -> Any:
+    """A deep, comparable copy of a predictor state: arrays by dtype, shape and bytes; dict order kept."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(k), freeze(v)) for k, v in value.items() if k not in SNAPSHOT_SKIP))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(freeze(v) for v in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, freeze(vars(value)))
+    return value
+
+
+@pytest.fixture()
+def snapshot() -> Callable[[Any], Any]:
+    """``snapshot(state)``: compare before/after a refused call; equal means the state is unchanged."""
+    return freeze
+
+
