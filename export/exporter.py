@@ -150,6 +150,14 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
     }
 
 
+def check_cond_slots(cond_slots: int) -> None:
+    """The runtime's memory selection attends to at least 2 conditioning frames (the official minimum)."""
+    if type(cond_slots) is not int or cond_slots < 2:
+        raise Sam2rtError(f"--cond-slots {cond_slots!r}: the memory bank needs at least 2 conditioning slots to "
+                          "track (the official predictor attends to 2 or more prompted frames); use 2 or more "
+                          "(default 4)")
+
+
 def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     """Build the model, export, verify and write everything into ``cfg.out``; returns the manifest path.
 
@@ -157,6 +165,7 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     passed verification, so a failed export leaves nothing half-written.
     """
     C.check_image_size(cfg.image_size)
+    check_cond_slots(cfg.bank.cond_slots)
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
     make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank)

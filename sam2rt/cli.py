@@ -1,12 +1,14 @@
 """The ``sam2rt`` command line: each subcommand assembles its arguments and calls the public API.
 
 Heavy modules (torch, onnxruntime) are imported inside the handlers, so ``sam2rt --help`` is instant.
-A :class:`~sam2rt.errors.Sam2rtError` is printed without a traceback and exits with code 2.
+A :class:`~sam2rt.errors.Sam2rtError` is printed without a traceback and exits with code 2; SIGINT, SIGTERM
+and SIGHUP unwind the command (its temporary files are removed) before the process exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +23,7 @@ from sam2rt.cli_stream import add_camera
 from sam2rt.cli_track import add_track
 from sam2rt.cli_verify import add_verify
 from sam2rt.errors import Sam2rtError
+from sam2rt.signals import Terminated, signals_as_exceptions
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -91,15 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def guarded(prog: str, run: Callable[[], int]) -> int:
-    """Run a command: a Sam2rtError becomes its message and exit code 2, Ctrl-C exit code 130."""
+    """Run a command: a Sam2rtError becomes its message and exit code 2, Ctrl-C exit code 130, SIGTERM/SIGHUP
+    128 + the signal number; each after the command's own cleanup has run."""
     try:
-        return run()
+        with signals_as_exceptions():
+            return run()
     except Sam2rtError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"{prog}: terminated by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:

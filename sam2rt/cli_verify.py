@@ -16,6 +16,8 @@ THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.97}
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:  # also refuses nan
+        raise Sam2rtError(f"--threshold {args.threshold} is not a mean IoU; pass a number from 0 to 1 (e.g. 0.99)")
     if (args.checkpoint is None) == (not args.random_weights):
         raise Sam2rtError("pass exactly one of --checkpoint PATH or --random-weights [--seed N] (the export's weights)")
     import torch
