@@ -212,9 +212,9 @@ class ImagePredictor:
         labels = np.concatenate([lb for _, lb in parts], axis=1).astype(np.int32)
         limit = np.array([w, h]) if normalize_coords else np.array([1.0, 1.0])
         if (coords < 0).any() or (coords > limit).any():
-            where = f"the {w}x{h} image" if normalize_coords else "[0, 1] (normalize_coords=False)"
-            raise Sam2rtError(f"points/box fall outside {where}; clip them, e.g. np.clip(box, 0, [{w}, {h}, {w}, {h}])"
-                              if normalize_coords else f"points/box fall outside {where}")
+            where = (f"the {w}x{h} image (x in 0..{w}, y in 0..{h})" if normalize_coords
+                     else "[0, 1] (normalize_coords=False takes coordinates relative to the image size)")
+            raise Sam2rtError(f"points/box fall outside {where}; clip them to it")
         coords = transform_coords(coords, self.image_size, normalize_coords, (h, w))
         return coords, labels, self._mask(mask_input, len(coords))
 
