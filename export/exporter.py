@@ -110,6 +110,7 @@ def _restore_unused_inputs(path: Path, spec: C.GraphSpec, args: tuple[torch.Tens
 def _constants(model) -> dict[str, np.ndarray]:
     t = {
         "no_obj_ptr": model.no_obj_ptr.reshape(-1),
+        "no_mem_embed": model.no_mem_embed.reshape(-1) * float(model.directly_add_no_mem_embed),
         "mask_downsample_weight": model.mask_downsample.weight,
         "mask_downsample_bias": model.mask_downsample.bias,
     }

@@ -1,4 +1,8 @@
-"""Export wrapper: prompt encoder + mask decoder + mask selection + object-score gating + pointer head."""
+"""Export wrapper: prompt encoder + mask decoder + mask selection + object-score gating + pointer head.
+
+Besides the video predictor's selected, gated mask it returns every candidate mask and IoU, ungated, and
+the index of the selected one: the image predictor's outputs (contract MASK_DECODER).
+"""
 
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ class MaskDecoderGraph(nn.Module):
         mask_input: torch.Tensor,  # (B, 1, 4h, 4h)
         has_mask_input: torch.Tensor,  # (B,) bool
         multimask: torch.Tensor,  # (B,) bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         m = self.model
         pe, dec = m.sam_prompt_encoder, m.sam_mask_decoder
         B = image_embed.shape[0]
@@ -104,4 +108,18 @@ class MaskDecoderGraph(nn.Module):
             if m.fixed_no_obj_ptr:
                 obj_ptr = lam * obj_ptr
             obj_ptr = obj_ptr + (1 - lam) * m.no_obj_ptr
-        return low_res, iou, obj_ptr, score
+        return low_res, iou, obj_ptr, score, masks, ious, self._selected(masks, best, multimask)
+
+    def _selected(self, masks: torch.Tensor, best: torch.Tensor, multimask: torch.Tensor) -> torch.Tensor:
+        """Index into the 4 candidates of the mask the selection above kept: (B,) int32.
+
+        Multimask: the best of 1..3. Single mask: 0, or the best of 1..3 where the stability fallback of
+        the official ``_dynamic_multimask_via_stability`` replaced an unstable single mask.
+        """
+        dec = self.model.sam_mask_decoder
+        multi_index = best + 1  # (B,)
+        single_index = torch.zeros_like(multi_index)
+        if dec.dynamic_multimask_via_stability:
+            stability = dec._get_stability_scores(masks[:, 0:1])[:, 0]  # (B,)
+            single_index = torch.where(stability >= dec.dynamic_multimask_stability_thresh, single_index, multi_index)
+        return torch.where(multimask, multi_index, single_index).to(torch.int32)

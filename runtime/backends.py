@@ -336,7 +336,8 @@ class OrtGpuRunner(OrtRunner):
 
 def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  providers: str | Sequence[str] | None = None,
-                 engine_dir: str | Path | None = None) -> dict[str, GraphRunner]:
+                 engine_dir: str | Path | None = None,
+                 graphs: Sequence[str] | None = None) -> dict[str, GraphRunner]:
     """One runner per graph of an exported model directory, keyed by graph name.
 
     Args:
@@ -350,14 +351,17 @@ def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
         engine_dir: TensorRT engines (backend "trt"; default MODEL_DIR/engines, where ``sam2rt build`` writes),
             or the TensorRT execution provider's engine cache (backend "ort-gpu"; default
             MODEL_DIR/engines/ort_tensorrt).
+        graphs: load only these graphs (e.g. the image predictor's image_encoder and mask_decoder); default all.
     """
     if backend not in BACKENDS:
         raise Sam2rtError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     manifest = load_manifest(model_dir)
+    specs = [spec for spec in C.GRAPHS if graphs is None or spec.name in graphs]
     if backend == "trt":
         from sam2rt.runtime.trt_backend import load_trt_runners
 
-        return load_trt_runners(model_dir, engine_dir)
+        return {name: r for name, r in load_trt_runners(model_dir, engine_dir).items()
+                if any(spec.name == name for spec in specs)}
     if backend == "ort-gpu":
         from sam2rt.engines.cache import default_engine_dir
         from sam2rt.runtime.ort_gpu import ORT_TRT_CACHE
@@ -365,7 +369,7 @@ def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
         cache = Path(engine_dir) if engine_dir is not None else default_engine_dir(model_dir) / ORT_TRT_CACHE
         return {spec.name: OrtGpuRunner(spec, manifest.image_size, manifest.graph_path(spec.name), threads=threads,
                                         providers=providers, cache_dir=cache)
-                for spec in C.GRAPHS}
+                for spec in specs}
     return {spec.name: OrtRunner(spec, manifest.image_size, manifest.graph_path(spec.name),
                                  threads=threads, providers=providers)
-            for spec in C.GRAPHS}
+            for spec in specs}

@@ -19,6 +19,7 @@ from sam2rt.cli_convert import add_convert
 from sam2rt.cli_lint import add_lint, lint_warnings
 from sam2rt.cli_report import add_report
 from sam2rt.cli_calibrate import add_calibrate
+from sam2rt.cli_segment import add_segment
 from sam2rt.cli_stream import add_camera
 from sam2rt.cli_track import add_track
 from sam2rt.cli_verify import add_verify
@@ -75,6 +76,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_download, _add_export]
 SUBCOMMANDS.append(add_track)
+SUBCOMMANDS.append(add_segment)
 SUBCOMMANDS.append(add_verify)
 SUBCOMMANDS.append(add_camera)
 SUBCOMMANDS.append(add_bench)

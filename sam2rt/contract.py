@@ -135,6 +135,11 @@ MASK_DECODER = GraphSpec(
         _t("iou", "float32", ("B", 1), "predicted IoU of the selected mask"),
         _t("obj_ptr", "float32", ("B", HIDDEN_DIM), "object pointer, gated by the object score"),
         _t("object_score_logits", "float32", ("B", 1), "object present when > 0"),
+        # The image predictor's view (official SAM2ImagePredictor: no selection by the caller's rules, no gating)
+        _t("mask_candidates", "float32", ("B", 4, "h4", "h4"),
+           "every mask logit map the decoder predicts, ungated: 0 = single-mask token, 1..3 = multimask"),
+        _t("iou_candidates", "float32", ("B", 4), "predicted IoU of each candidate"),
+        _t("selected_candidate", "int32", ("B",), "index of the candidate in low_res_masks / iou (before gating)"),
     ),
 )
 
@@ -170,9 +175,10 @@ PREPROCESS_VERTICAL_FIRST = GraphSpec("preprocess_vertical_first", _PREPROCESS_I
 PREPROCESS_HORIZONTAL_FIRST = GraphSpec("preprocess_horizontal_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
 PREPROCESS_GRAPHS: tuple[GraphSpec, ...] = (PREPROCESS_VERTICAL_FIRST, PREPROCESS_HORIZONTAL_FIRST)
 
-# Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
+# Values stored beside the graphs in constants.npz (used on the host: the mask-prompt path, the image predictor).
 CONSTANTS = {
     "no_obj_ptr": "(256,) pointer of an absent object",
+    "no_mem_embed": "(256,) what the image predictor adds to vision_feat (directly_add_no_mem_embed; else zeros)",
     "mask_downsample_weight": "(1, 1, 4, 4) conv turning an S x S mask prompt into decoder mask input",
     "mask_downsample_bias": "(1,)",
 }
