@@ -24,7 +24,7 @@ from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -38,6 +38,9 @@ from sam2rt.ros2.worker import Reply, Request, TrackerWorker, header_stamp
 NODE_NAME = "sam2rt"
 SERVICE_TIMEOUT_S = 60.0  # a service waits this long for the worker (a TensorRT warm-up can take seconds)
 RELIABLE_DEPTH = 10
+# a mask topic appears with its object and gets its first message at once, before subscribers can have
+# matched: transient-local keeps the last few for them (plain volatile subscribers are compatible too)
+MASK_QOS = QoSProfile(depth=RELIABLE_DEPTH, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "model": ("", "exported model directory (sam2rt export); required"),
     "backend": ("ort", "ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu) or trt (TensorRT engines)"),
@@ -48,7 +51,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_objects": (16, "prompts that would track more objects are refused"),
     "publish_masks": (False, "also publish one mono8 mask (0/255) per object on ~/masks/obj_<id>"),
     "click_obj_id": (0, "object of clicks whose header.frame_id is not an integer; 0: a new object per click"),
-    "image_topic": ("image", "input sensor_msgs/Image (sensor-data QoS)"),
+    "image_topic": ("image", "input sensor_msgs/Image"),
+    "image_qos": ("sensor_data", "sensor_data (best effort, as cameras publish) or reliable (for large frames over "
+                                 "a lossy transport, with a reliable publisher)"),
     "click_topic": ("", "geometry_msgs/PointStamped clicks; empty: <image_topic>_mouse_left (rqt_image_view)"),
     "prompt_topic": ("~/prompts", "std_msgs/String JSON prompts (the prompts-file schema, frame optional)"),
     "labels_topic": ("~/labels", "output label image, mono8 (mono16 above 255 objects)"),
@@ -88,7 +93,7 @@ class Sam2rtNode(Node):
         self.worker = TrackerWorker(tracker, self._publish, self._log, self._sync.trigger,
                                     max_objects=p["max_objects"], encoding=p["input_encoding"])
         click_topic = p["click_topic"] or f"{p['image_topic']}_mouse_left"
-        self.create_subscription(Image, p["image_topic"], self.worker.put_frame, qos_profile_sensor_data,
+        self.create_subscription(Image, p["image_topic"], self.worker.put_frame, _image_qos(p["image_qos"]),
                                  callback_group=self._io_group)
         self.create_subscription(PointStamped, click_topic, self._on_click, RELIABLE_DEPTH,
                                  callback_group=self._io_group)
@@ -180,7 +185,7 @@ class Sam2rtNode(Node):
             self.destroy_publisher(self._mask_pubs.pop(obj_id))
         for k, obj_id in enumerate(result.obj_ids):
             if obj_id not in self._mask_pubs:
-                self._mask_pubs[obj_id] = self.create_publisher(Image, f"~/masks/obj_{obj_id}", RELIABLE_DEPTH)
+                self._mask_pubs[obj_id] = self.create_publisher(Image, f"~/masks/obj_{obj_id}", MASK_QOS)
             self._mask_pubs[obj_id].publish(mono_image(header, result.masks[k].astype(np.uint8) * 255))
 
     def _log(self, level: str, text: str) -> None:
@@ -194,6 +199,17 @@ class Sam2rtNode(Node):
         self.get_logger().info(f"{stats.frames / elapsed:.1f} FPS, latency mean/max {lat}, compute {comp}, "
                                f"dropped {stats.dropped} ({stats.dropped_total} in total), refused {stats.refused}, "
                                f"objects {self.worker.obj_ids}")
+
+
+def _image_qos(name: str) -> QoSProfile:
+    """The input's QoS: sensor data (best effort, keep last 5) or the same depth, reliable."""
+    if name not in ("sensor_data", "reliable"):
+        raise Sam2rtError(f"parameter image_qos is {name!r}; use sensor_data or reliable")
+    qos = QoSProfile(depth=qos_profile_sensor_data.depth, reliability=qos_profile_sensor_data.reliability,
+                     durability=qos_profile_sensor_data.durability)
+    if name == "reliable":
+        qos.reliability = ReliabilityPolicy.RELIABLE
+    return qos
 
 
 def main(args: Sequence[str] | None = None, overrides: dict[str, Any] | None = None) -> int:
