@@ -21,7 +21,8 @@ def add_ros2(sub: argparse._SubParsersAction) -> None:
                    help="ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (engines from `sam2rt build`)")
     p.add_argument("--engine-dir", type=Path, default=None, help="TensorRT engines (default MODEL/engines)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
-    p.add_argument("--max-objects", type=int, default=16, help="refuse prompts beyond this many objects")
+    p.add_argument("--max-objects", type=int, default=0,
+                   help="refuse prompts beyond this many objects (default 0: the model's bank capacity)")
     p.add_argument("--publish-masks", action="store_true", help="also publish one mask image per object")
     p.add_argument("--image-topic", default="image", help="input sensor_msgs/Image topic (default: image)")
     p.add_argument("--input-encoding", default="", choices=("", "rgb8", "bgr8", "mono8"),

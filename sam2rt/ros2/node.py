@@ -30,7 +30,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from sam2rt.errors import Sam2rtError
-from sam2rt.ros2.convert import mono_image
+from sam2rt.manifest import load_manifest
+from sam2rt.ros2.convert import CHANNELS, mono_image
 from sam2rt.ros2.prompts import parse_click, parse_json_prompts
 from sam2rt.ros2.results import FrameObjects, summary_dict
 from sam2rt.ros2.worker import Reply, Request, TrackerWorker, header_stamp
@@ -48,7 +49,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "threads": (0, "inference threads; 0: the backend's default"),
     "preprocess": ("official", "official (bit-exact resize, as the official predictor) or fast (OpenCV)"),
     "input_encoding": ("", "treat every frame as this encoding (rgb8, bgr8, mono8); empty: the message's"),
-    "max_objects": (16, "prompts that would track more objects are refused"),
+    "max_objects": (0, "prompts that would track more objects are refused; 0: the model's bank capacity"),
     "publish_masks": (False, "also publish one mono8 mask (0/255) per object on ~/masks/obj_<id>"),
     "click_obj_id": (0, "object of clicks whose header.frame_id is not an integer; 0: a new object per click"),
     "image_topic": ("image", "input sensor_msgs/Image"),
@@ -82,6 +83,9 @@ class Sam2rtNode(Node):
 
         tracker = StreamTracker(p["model"], backend=p["backend"], threads=p["threads"],
                                 preprocess=p["preprocess"], engine_dir=p["engine_dir"] or None)
+        if p["input_encoding"] not in ("", *CHANNELS):
+            raise Sam2rtError(f"parameter input_encoding is {p['input_encoding']!r}; use rgb8, bgr8, mono8 or ''")
+        max_objects = p["max_objects"] or load_manifest(p["model"]).bank.max_objects
         self._publish_masks = bool(p["publish_masks"])
         self._mask_pubs: dict[int, Any] = {}  # obj_id -> publisher; touched by the worker thread only
         self._remove_srvs: dict[int, Any] = {}  # obj_id -> service; touched in the services group only
@@ -91,7 +95,7 @@ class Sam2rtNode(Node):
         self._results_pub = self.create_publisher(String, p["prompt_results_topic"], RELIABLE_DEPTH)
         self._sync = self.create_guard_condition(self._sync_remove_services, callback_group=self._srv_group)
         self.worker = TrackerWorker(tracker, self._publish, self._log, self._sync.trigger,
-                                    max_objects=p["max_objects"], encoding=p["input_encoding"])
+                                    max_objects=max_objects, encoding=p["input_encoding"])
         click_topic = p["click_topic"] or f"{p['image_topic']}_mouse_left"
         self.create_subscription(Image, p["image_topic"], self.worker.put_frame, _image_qos(p["image_qos"]),
                                  callback_group=self._io_group)
