@@ -18,6 +18,7 @@ from sam2rt.cli_build import add_build
 from sam2rt.cli_convert import add_convert
 from sam2rt.cli_lint import add_lint, lint_warnings
 from sam2rt.cli_report import add_report
+from sam2rt.cli_ros2 import add_ros2
 from sam2rt.cli_calibrate import add_calibrate
 from sam2rt.cli_segment import add_segment
 from sam2rt.cli_stream import add_camera
@@ -85,6 +86,7 @@ SUBCOMMANDS.append(add_convert)
 SUBCOMMANDS.append(add_report)
 SUBCOMMANDS.append(add_calibrate)
 SUBCOMMANDS.append(add_lint)
+SUBCOMMANDS.append(add_ros2)
 
 
 def build_parser() -> argparse.ArgumentParser:
