@@ -22,7 +22,7 @@ from sam2rt.integrity import check_model
 from sam2rt.manifest import Manifest, load_manifest, make_output_dir, sha256_file, write_manifest
 from sam2rt.outputs import check_writable_dir
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 
 
 def check_precision(precision: str) -> str:
@@ -61,7 +61,7 @@ def write_variant(source: Manifest, out: str | Path, precision: str, graphs: Map
     Args:
         source: the FP32 model directory's manifest.
         out: output directory (created; files already there with the same names are replaced).
-        precision: "fp16" or "int8", recorded in the manifest.
+        precision: "fp16", "int8" or "int8-cpu", recorded in the manifest.
         graphs: {graph name: ONNX model} for all four graphs; each is checked with the ONNX checker.
         details: per-graph and tool settings recorded under ``manifest["conversion"]``.
 
