@@ -11,6 +11,7 @@ of a ROS distribution as well as on the pip wheels.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from typing import Any, Sequence
@@ -216,8 +217,16 @@ def _image_qos(name: str) -> QoSProfile:
     return qos
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args: Sequence[str] | None = None, overrides: dict[str, Any] | None = None) -> int:
     """Run the node until Ctrl-C / SIGTERM / ROS shutdown. args: ROS arguments (``--ros-args ...``)."""
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, docker stop, launch's escalation) stops as cleanly as Ctrl-C; set before rclpy.init,
+        # whose own handler chains to it
+        signal.signal(signal.SIGTERM, _interrupt)
     context = Context()
     rclpy.init(args=list(args) if args is not None else None, context=context)
     node, executor = None, MultiThreadedExecutor(num_threads=2, context=context)

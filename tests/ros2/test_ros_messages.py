@@ -92,7 +92,7 @@ def test_click_object_ids() -> None:
 
 
 def test_cli_reports_a_missing_model_and_import_sam2rt_stays_light() -> None:
-    out = subprocess.run([sys.executable, "-m", "sam2rt", "ros2", "--model", "/nonexistent/model"],
+    out = subprocess.run([sys.executable, "-m", "sam2rt", "ros2", "--model", "/nonexistent/model", "--ros-args", "-p", "threads:=1"],
                          capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
                               "ROS_DOMAIN_ID": str(1 + __import__("os").getpid() % 100)})
