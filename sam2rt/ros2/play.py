@@ -8,6 +8,7 @@ the publisher's clock; ``--width`` scales them down, which also keeps large fram
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import Sequence
@@ -22,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="start again at the end")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")
     return p
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"play: cannot open {args.video!r}; pass a video file OpenCV can decode", file=sys.stderr)
         return 2
     period = 1.0 / (args.fps or cap.get(cv2.CAP_PROP_FPS) or 30.0)
+    signal.signal(signal.SIGTERM, _interrupt)  # before rclpy.init, whose handler chains to it
     context = Context()
     rclpy.init(args=ros_args, context=context)
     node = rclpy.create_node("sam2rt_play", context=context)
