@@ -75,7 +75,7 @@ class Sam2rtNode(Node):
     def __init__(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
         over = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
         super().__init__(NODE_NAME, parameter_overrides=over, **kwargs)
-        p = self._parameters()
+        p = self._read_parameters()
         from sam2rt.runtime.stream import StreamTracker  # onnxruntime: only once the node really starts
 
         tracker = StreamTracker(p["model"], backend=p["backend"], threads=p["threads"],
@@ -97,7 +97,7 @@ class Sam2rtNode(Node):
         self.create_timer(float(p["diagnostics_period"]), self._diagnostics, callback_group=self._io_group)
         self.worker.start()
 
-    def _parameters(self) -> dict[str, Any]:
+    def _read_parameters(self) -> dict[str, Any]:
         """Declare every parameter and check the values (before the model is loaded)."""
         for name, (default, text) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=text))
