@@ -115,5 +115,9 @@ def guarded(prog: str, run: Callable[[], int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # ROS arguments (`sam2rt ros2 ... --ros-args -r a:=b -p x:=y`) look like unknown options to argparse
+    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    args = build_parser().parse_args(argv[:cut])
+    args.ros_args = argv[cut:]
     return guarded("sam2rt", lambda: args.func(args))

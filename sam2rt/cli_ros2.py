@@ -27,7 +27,6 @@ def add_ros2(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-topic", default="image", help="input sensor_msgs/Image topic (default: image)")
     p.add_argument("--input-encoding", default="", choices=("", "rgb8", "bgr8", "mono8"),
                    help="treat every frame as this encoding (default: the message's own)")
-    p.add_argument("ros_args", nargs=argparse.REMAINDER, help="--ros-args ... passed to rclpy")
     p.set_defaults(func=_cmd_ros2)
 
 

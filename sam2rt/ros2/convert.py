@@ -46,16 +46,21 @@ def image_to_rgb(msg: Any, encoding: str = "") -> np.ndarray:
 
 def mono_image(header: Any, pixels: np.ndarray) -> Any:
     """(H, W) uint8 or uint16 -> a ``sensor_msgs/Image`` (mono8 or mono16) carrying ``header``."""
-    from sensor_msgs.msg import Image
-
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"mono_image wants (H, W) uint8 or uint16, got {pixels.shape} {pixels.dtype}")
+    return to_image(header, pixels, "mono8" if pixels.dtype == np.uint8 else "mono16")
+
+
+def to_image(header: Any, pixels: np.ndarray, encoding: str) -> Any:
+    """(H, W) or (H, W, C) pixels already in ``encoding``'s layout -> a ``sensor_msgs/Image``, rows unpadded."""
+    from sensor_msgs.msg import Image
+
     msg = Image()
     msg.header = header
-    msg.height, msg.width = pixels.shape
-    msg.encoding = "mono8" if pixels.dtype == np.uint8 else "mono16"
-    msg.is_bigendian = int(sys.byteorder == "big")  # mono16 goes out in this machine's byte order
-    msg.step = pixels.shape[1] * pixels.itemsize
+    msg.height, msg.width = pixels.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = int(sys.byteorder == "big")  # 16-bit data goes out in this machine's byte order
+    msg.step = pixels.shape[1] * pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1)
     # an array.array skips the generated setter's per-element check (a Python loop over every byte)
     msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
     return msg

@@ -11,6 +11,7 @@ of a ROS distribution as well as on the pip wheels.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from typing import Any, Sequence
@@ -74,18 +75,11 @@ class Sam2rtNode(Node):
     def __init__(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
         over = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
         super().__init__(NODE_NAME, parameter_overrides=over, **kwargs)
-        for name, (default, text) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        if not p["model"]:
-            raise Sam2rtError("parameter 'model' is empty; pass --ros-args -p model:=/path/to/exported_model")
+        p = self._read_parameters()
         from sam2rt.runtime.stream import StreamTracker  # onnxruntime: only once the node really starts
 
         tracker = StreamTracker(p["model"], backend=p["backend"], threads=p["threads"],
                                 preprocess=p["preprocess"], engine_dir=p["engine_dir"] or None)
-        if p["input_encoding"] not in ("", *CHANNELS):
-            raise Sam2rtError(f"parameter input_encoding is {p['input_encoding']!r}; use rgb8, bgr8, mono8 or ''")
-        max_objects = p["max_objects"] or load_manifest(p["model"]).bank.max_objects
         self._publish_masks = bool(p["publish_masks"])
         self._mask_pubs: dict[int, Any] = {}  # obj_id -> publisher; touched by the worker thread only
         self._remove_srvs: dict[int, Any] = {}  # obj_id -> service; touched in the services group only
@@ -94,8 +88,28 @@ class Sam2rtNode(Node):
         self._objects_pub = self.create_publisher(String, p["objects_topic"], RELIABLE_DEPTH)
         self._results_pub = self.create_publisher(String, p["prompt_results_topic"], RELIABLE_DEPTH)
         self._sync = self.create_guard_condition(self._sync_remove_services, callback_group=self._srv_group)
+        max_objects = p["max_objects"] or load_manifest(p["model"]).bank.max_objects
         self.worker = TrackerWorker(tracker, self._publish, self._log, self._sync.trigger,
                                     max_objects=max_objects, encoding=p["input_encoding"])
+        self._subscribe(p)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._srv_group)
+        self._last_diag = time.monotonic()
+        self.create_timer(float(p["diagnostics_period"]), self._diagnostics, callback_group=self._io_group)
+        self.worker.start()
+
+    def _read_parameters(self) -> dict[str, Any]:
+        """Declare every parameter and check the values (before the model is loaded)."""
+        for name, (default, text) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        if not p["model"]:
+            raise Sam2rtError("parameter 'model' is empty; pass --ros-args -p model:=/path/to/exported_model")
+        if p["input_encoding"] not in ("", *CHANNELS):
+            raise Sam2rtError(f"parameter input_encoding is {p['input_encoding']!r}; use rgb8, bgr8, mono8 or ''")
+        _image_qos(p["image_qos"])
+        return p
+
+    def _subscribe(self, p: dict[str, Any]) -> None:
         click_topic = p["click_topic"] or f"{p['image_topic']}_mouse_left"
         self.create_subscription(Image, p["image_topic"], self.worker.put_frame, _image_qos(p["image_qos"]),
                                  callback_group=self._io_group)
@@ -103,10 +117,6 @@ class Sam2rtNode(Node):
                                  callback_group=self._io_group)
         self.create_subscription(String, p["prompt_topic"], self._on_prompts, RELIABLE_DEPTH,
                                  callback_group=self._io_group)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._srv_group)
-        self._last_diag = time.monotonic()
-        self.create_timer(float(p["diagnostics_period"]), self._diagnostics, callback_group=self._io_group)
-        self.worker.start()
         self.get_logger().info(f"tracking {self.resolve_topic_name(p['image_topic'])} with {p['model']} "
                                f"({p['backend']}); clicks on {self.resolve_topic_name(click_topic)}")
 
@@ -216,8 +226,16 @@ def _image_qos(name: str) -> QoSProfile:
     return qos
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args: Sequence[str] | None = None, overrides: dict[str, Any] | None = None) -> int:
     """Run the node until Ctrl-C / SIGTERM / ROS shutdown. args: ROS arguments (``--ros-args ...``)."""
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, docker stop, launch's escalation) stops as cleanly as Ctrl-C; set before rclpy.init,
+        # whose own handler chains to it
+        signal.signal(signal.SIGTERM, _interrupt)
     context = Context()
     rclpy.init(args=list(args) if args is not None else None, context=context)
     node, executor = None, MultiThreadedExecutor(num_threads=2, context=context)

@@ -71,7 +71,8 @@ def parse_click(x: float, y: float, z: float, frame_id: str, default_obj_id: int
     text = frame_id.strip()
     obj_id = int(text) if text.lstrip("-").isdigit() else default_obj_id
     if obj_id < 0:
-        raise Sam2rtError(f"click object id {obj_id} (header.frame_id {frame_id!r}) must be >= 1, or 0 for a new object")
+        raise Sam2rtError(f"click object id {obj_id} (header.frame_id {frame_id!r}) must be >= 1, "
+                          "or 0 for a new object")
     return Click(float(x), float(y), 0 if z < 0 else 1, obj_id or None)
 
 

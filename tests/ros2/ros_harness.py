@@ -71,7 +71,8 @@ class Client:
             while not done():
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; node log: {self.logs[-5:]}")
+                    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; "
+                                         f"node log: {self.logs[-5:]}")
                 self.cond.wait(min(left, 0.1))
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ Real sensor_msgs/Image objects, no middleware; fast.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -92,10 +93,9 @@ def test_click_object_ids() -> None:
 
 
 def test_cli_reports_a_missing_model_and_import_sam2rt_stays_light() -> None:
-    out = subprocess.run([sys.executable, "-m", "sam2rt", "ros2", "--model", "/nonexistent/model"],
-                         capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                              "ROS_DOMAIN_ID": str(1 + __import__("os").getpid() % 100)})
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(1 + os.getpid() % 100)}
+    cmd = [sys.executable, "-m", "sam2rt", "ros2", "--model", "/nonexistent/model", "--ros-args", "-p", "threads:=1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2 and "sam2rt: error:" in out.stderr and "/nonexistent/model" in out.stderr
     loaded = subprocess.run([sys.executable, "-c", "import sam2rt, sam2rt.cli, sam2rt.ros2, sys; "
                              "print(' '.join(sys.modules))"], capture_output=True, text=True, check=True).stdout

@@ -27,9 +27,11 @@ def test_early_prompt_waits_for_the_first_frame(exported_tiny_256: Path, shared_
             table.append(item)
             cond.notify_all()
 
-    worker = TrackerWorker(StreamTracker(exported_tiny_256, threads=1),
-                           lambda header, result, idx, timing: record(published, (header.stamp.sec, result.obj_ids, idx)),
-                           lambda level, text: None, lambda: None, max_objects=1)
+    def publish(header, result, frame_idx, timing) -> None:
+        record(published, (header.stamp.sec, result.obj_ids, frame_idx))
+
+    worker = TrackerWorker(StreamTracker(exported_tiny_256, threads=1), publish, lambda level, text: None,
+                           lambda: None, max_objects=1)
     worker.start()
     try:
         worker.submit(Request("click", lambda r: record(replies, r), click=Click(100, 100, 1, None)))
