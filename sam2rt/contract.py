@@ -173,7 +173,7 @@ PREPROCESS = GraphSpec(
     outputs=(_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),),
 )
 
-# Values stored beside the graphs in constants.npz (used on the host: the mask-prompt path, the image predictor).
+# Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
 CONSTANTS = {
     "no_obj_ptr": "(256,) pointer of an absent object",
     "no_mem_embed": "(256,) what the image predictor adds to vision_feat (directly_add_no_mem_embed; else zeros)",
