@@ -117,9 +117,9 @@ class MaskDecoderGraph(nn.Module):
         the official ``_dynamic_multimask_via_stability`` replaced an unstable single mask.
         """
         dec = self.model.sam_mask_decoder
-        multi_index = best + 1  # (B,)
+        multi_index = (best + 1).to(torch.int32)  # (B,); int32 from here: TensorRT prefers it to int64
         single_index = torch.zeros_like(multi_index)
         if dec.dynamic_multimask_via_stability:
             stability = dec._get_stability_scores(masks[:, 0:1])[:, 0]  # (B,)
             single_index = torch.where(stability >= dec.dynamic_multimask_stability_thresh, single_index, multi_index)
-        return torch.where(multimask, multi_index, single_index).to(torch.int32)
+        return torch.where(multimask, multi_index, single_index)

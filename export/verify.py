@@ -234,9 +234,9 @@ def verify_graphs(model, graph_dir: Path, bank: C.BankConfig, seed: int = 0) -> 
         v.memory_encoder(checks["memory_encoder"])
         v.memory_attention(checks["memory_attention"], bank)
         coverage = v.mask_decoder(checks["mask_decoder"])
-    checks["mask_decoder"].cases.append(f"objects judged present/absent: {coverage['present']}/{coverage['absent']}")
     checks["mask_decoder"].cases.append(f"single-mask selections stable/fallback: {coverage['stable']}/"
                                         f"{coverage['fallback']}")
+    checks["mask_decoder"].cases.append(f"objects judged present/absent: {coverage['present']}/{coverage['absent']}")
     return checks
 
 

@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
 from sam2rt.runtime.backends import load_runners

@@ -175,7 +175,7 @@ PREPROCESS_VERTICAL_FIRST = GraphSpec("preprocess_vertical_first", _PREPROCESS_I
 PREPROCESS_HORIZONTAL_FIRST = GraphSpec("preprocess_horizontal_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
 PREPROCESS_GRAPHS: tuple[GraphSpec, ...] = (PREPROCESS_VERTICAL_FIRST, PREPROCESS_HORIZONTAL_FIRST)
 
-# Values stored beside the graphs in constants.npz (used on the host: the mask-prompt path, the image predictor).
+# Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
 CONSTANTS = {
     "no_obj_ptr": "(256,) pointer of an absent object",
     "no_mem_embed": "(256,) what the image predictor adds to vision_feat (directly_add_no_mem_embed; else zeros)",
