@@ -7,11 +7,13 @@ pure-Python package from the ONNX project that converts initializers, constants 
 inserts Cast nodes around the nodes it is told to keep in FP32.
 
 What stays FP32 (the block list, configurable): the converter's own default list (Resize, Range, ...),
-LayerNormalization and the reductions of the hand-written LayerNorm2d (ReduceMean, Pow, Sqrt), Softmax with
-the attention logits that feed it (the Q·Kᵀ MatMul, its scaling and the additive key mask), the sine
+LayerNormalization and the reductions of the hand-written LayerNorm2d (ReduceMean, Pow, Sqrt), the sine
 encodings (Sin, Cos) and every RoPE rotation node (the Muls against the ``*_cos``/``*_sin`` tables and the
 Add/Sub that combine them). Graph inputs and outputs stay FP32, so the contract and the runtime are
-unchanged.
+unchanged. The attention chain (Q·Kᵀ, scale, additive key mask, Softmax) is FP16 by default, so TensorRT can
+fuse it into one attention kernel (it does so only within one precision); ``attention_fp32`` keeps it FP32.
+Measured against the official predictor (tiny, 512 px, random weights, 40 frames, 2 objects, ONNX Runtime
+CPU): mean IoU 0.998799 with FP16 attention, 0.998826 with FP32 attention.
 
 Two defects of onnxconverter-common 1.16 are repaired after conversion (both make ONNX Runtime refuse the
 model): Cast nodes of the source graph keep ``to=FLOAT`` although their consumers are now FP16, and nodes
@@ -46,14 +48,14 @@ class Fp16Config:
 
     keep_ops: op types computed in FP32 (added to the converter's default block list).
     keep_nodes: node names computed in FP32 (exact names, e.g. from Netron).
-    attention_fp32: keep Q·Kᵀ, its scale/mask and Softmax in FP32.
+    attention_fp32: keep Q·Kᵀ, its scale/mask and Softmax in FP32 (off: the fusable FP16 form, measured above).
     rope_fp32: keep the RoPE rotations (and their cos/sin tables) in FP32.
     graphs: graphs to convert; the others are copied as FP32.
     """
 
     keep_ops: tuple[str, ...] = FP32_OPS
     keep_nodes: tuple[str, ...] = ()
-    attention_fp32: bool = True
+    attention_fp32: bool = False
     rope_fp32: bool = True
     graphs: tuple[str, ...] = tuple(g.name for g in C.GRAPHS)
 

@@ -65,7 +65,8 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise Sam2rtError('the graph lint needs the onnx package: pip install "sam2rt[trt]" (or pip install onnx)') from None
+        raise Sam2rtError('the graph lint needs the onnx package: pip install "sam2rt[trt-cu12]" '
+                          "(or pip install onnx)") from None
     return onnx
 
 

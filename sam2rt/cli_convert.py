@@ -30,7 +30,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from sam2rt.calibration.fp16 import FP32_OPS, Fp16Config, convert_model
 
     cfg = Fp16Config(keep_ops=tuple(dict.fromkeys(FP32_OPS + tuple(args.keep_op))), keep_nodes=tuple(args.keep_node),
-                     attention_fp32=not args.fp16_attention, rope_fp32=not args.fp16_rope,
+                     attention_fp32=args.fp32_attention, rope_fp32=not args.fp16_rope,
                      graphs=tuple(args.graphs) if args.graphs else Fp16Config().graphs)
     manifest = convert_model(args.model_dir, args.out, cfg)
     from sam2rt.cli_lint import lint_warnings
@@ -48,12 +48,13 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--graphs", nargs="+", default=None, metavar="GRAPH",
                    help="graphs to convert (default fp16: all four; int8-cpu: all but mask_decoder); the others stay FP32")
     p.add_argument("--keep-op", action="append", default=[], metavar="OP",
-                   help="also keep this op type in FP32 (repeatable); LayerNorm, Softmax, reductions, Sin/Cos always are")
+                   help="also keep this op type in FP32 (repeatable); LayerNorm, reductions, Sin/Cos always are")
     p.add_argument("--keep-node", action="append", default=[], metavar="NAME",
                    help="keep this node in FP32 (repeatable, exact ONNX node name)")
     p.add_argument("--reduce-range", action="store_true",
                    help="int8-cpu: 7-bit weights, for AVX2 CPUs without VNNI (saturation); off on VNNI CPUs")
-    p.add_argument("--fp16-attention", action="store_true",
-                   help="compute the attention logits (Q·Kᵀ, scale, mask) in FP16 too (faster, less safe)")
+    p.add_argument("--fp32-attention", action="store_true",
+                   help="keep the attention logits (Q·Kᵀ, scale, mask) and Softmax in FP32; default FP16, which "
+                        "TensorRT can fuse into one attention kernel (measured mean IoU 0.9988 either way)")
     p.add_argument("--fp16-rope", action="store_true", help="compute the RoPE rotations in FP16 too")
     p.set_defaults(func=_cmd_convert)
