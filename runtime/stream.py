@@ -27,6 +27,7 @@ from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.bank import attended_cond_frames
 from sam2rt.runtime.frames import FrameSource
 from sam2rt.runtime.predictor import State, VideoPredictor
+from sam2rt.runtime.prompts import check_obj_id
 
 
 class LiveFrames(FrameSource):
@@ -178,6 +179,7 @@ class StreamTracker:
     def remove_object(self, obj_id: int) -> list[int]:
         """Stop tracking ``obj_id`` and forget its prompts and results; returns the remaining ids."""
         state = self._require_state()
+        check_obj_id(obj_id)  # an unhashable id would raise TypeError below
         if obj_id not in state["obj_id_to_idx"]:
             raise Sam2rtError(f"unknown obj_id {obj_id!r}; tracked object ids: {state['obj_ids']}")
         ids, _ = self.predictor.remove_object(state, obj_id, strict=True, need_output=False)
