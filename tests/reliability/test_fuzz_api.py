@@ -22,7 +22,6 @@ from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.predictor import VideoPredictor
 from sam2rt.runtime.stream import StreamTracker
 
-from conftest import freeze  # noqa: E402  (tests/reliability/conftest.py, on sys.path under pytest)
 
 H, W = 48, 64
 # No shrinking phase: it can take minutes on these model calls; a failure prints its reproducing blob.
@@ -98,11 +97,12 @@ def _check(call: Callable[[], Any], state: Any, snapshot: Callable[[Any], Any]) 
 @example(frame=1, obj_id=2, prompt={"points": [1, 2, 3], "labels": [1]}, clear=True, normalize=True)
 @example(frame=1, obj_id=2, prompt={"points": [[1, 2], [3]], "labels": [1, 1]}, clear=True, normalize=True)
 @example(frame=1, obj_id=2, prompt={"box": [50, 40, 10, 10]}, clear=True, normalize=True)
-def test_fuzz_add_new_points_or_box(predictor: VideoPredictor, base_state: dict[str, Any], frame: Any,
-                                    obj_id: Any, prompt: dict[str, Any], clear: bool, normalize: bool) -> None:
+def test_fuzz_add_new_points_or_box(predictor: VideoPredictor, base_state: dict[str, Any],
+                                    snapshot: Callable[[Any], Any], frame: Any, obj_id: Any, prompt: dict[str, Any],
+                                    clear: bool, normalize: bool) -> None:
     state = copy.deepcopy(base_state)
     result = _check(lambda: predictor.add_new_points_or_box(state, frame, obj_id, clear_old_points=clear,
-                                                            normalize_coords=normalize, **prompt), state, freeze)
+                                                            normalize_coords=normalize, **prompt), state, snapshot)
     event("accepted" if result is not None else "refused")
     if result is not None:
         _, ids, out = result
@@ -112,10 +112,10 @@ def test_fuzz_add_new_points_or_box(predictor: VideoPredictor, base_state: dict[
 @SETTINGS
 @given(frame=frame_idx, obj_id=obj_ids, mask=masks)
 @example(frame=1, obj_id=2, mask=[[1, 0], [1]])
-def test_fuzz_add_new_mask(predictor: VideoPredictor, base_state: dict[str, Any], frame: Any, obj_id: Any,
-                           mask: Any) -> None:
+def test_fuzz_add_new_mask(predictor: VideoPredictor, base_state: dict[str, Any], snapshot: Callable[[Any], Any],
+                           frame: Any, obj_id: Any, mask: Any) -> None:
     state = copy.deepcopy(base_state)
-    result = _check(lambda: predictor.add_new_mask(state, frame, obj_id, mask), state, freeze)
+    result = _check(lambda: predictor.add_new_mask(state, frame, obj_id, mask), state, snapshot)
     event("accepted" if result is not None else "refused")
     if result is not None:
         assert result[2].shape == (len(result[1]), 1, H, W)
