@@ -162,11 +162,10 @@ class StagedVideo:
         self.writer.release()
 
     def commit(self) -> None:
-        from sam2rt.cli_track import check_written_video
-        from sam2rt.outputs import replace
+        from sam2rt.outputs import check_video_frames, replace
 
         try:
-            check_written_video(self.tmp, self.count)
+            check_video_frames(self.tmp, self.count)
             replace(self.tmp, self.path, "--out")
         finally:
             self.discard()

@@ -185,6 +185,7 @@ def write_overlay(frames: Any, mask_root: Path, obj_ids: Sequence[int], path: Pa
     import numpy as np
     from tqdm import tqdm
 
+    from sam2rt.outputs import check_video_frames
     from sam2rt.runtime.imageops import overlay
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.width, frames.height))
@@ -201,43 +202,10 @@ def write_overlay(frames: Any, mask_root: Path, obj_ids: Sequence[int], path: Pa
             writer.write(bgr)
     finally:
         writer.release()
-    check_written_video(path, len(frames))
-
-
-def check_written_video(path: Path, frames: int) -> None:
-    """Reopen the written video and count its frames: VideoWriter reports no write error (a full disk
-    gives a truncated file and no exception), so this is the only proof the file is whole."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    counted = 0
-    try:
-        while capture.isOpened() and capture.grab():
-            counted += 1
-    finally:
-        capture.release()
-    if counted != frames:
-        raise Sam2rtError(f"the overlay video came out with {counted} of {frames} frames (disk full or a write "
-                          "error); nothing was replaced. Free some disk space and run again")
+    check_video_frames(path, len(frames))
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _make_parents(path: Path) -> list[Path]:
-    """Create ``path``'s missing parent folders; returns those created, outermost first."""
-    missing = [p for p in reversed(path.absolute().parents) if not p.exists()]
-    for p in missing:
-        p.mkdir()
-    return missing
-
-
-def _remove_empty(folders: Sequence[Path]) -> None:
-    for p in reversed(folders):
-        try:
-            p.rmdir()
-        except OSError:
-            pass  # not empty (something else wrote there): leave it
 
 
 def _commit(video_tmp: Path, out: Path, staged_masks: Path | None, masks_dir: Path | None) -> None:
@@ -289,11 +257,13 @@ def track_video(cfg: TrackConfig) -> TrackResult:
 
 def _run_in_place(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: float) -> tuple[int, float]:
     """``_run_staged`` with the outputs' missing parent folders created, and removed again on failure."""
-    created = _make_parents(cfg.out) + (_make_parents(cfg.masks_dir) if cfg.masks_dir else [])
+    from sam2rt.outputs import make_parents, remove_empty
+
+    created = make_parents(cfg.out) + (make_parents(cfg.masks_dir) if cfg.masks_dir else [])
     try:
         return _run_staged(cfg, predictor, state, fps)
     except BaseException:
-        _remove_empty(created)
+        remove_empty(created)
         raise
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from sam2rt.errors import Sam2rtError
 
@@ -64,3 +65,37 @@ def replace(src: Path, dst: Path, flag: str) -> None:
     except OSError as e:
         raise Sam2rtError(f"{flag} {dst}: cannot move the result into place ({e.strerror}); check that the "
                           "path is writable and not an existing folder") from None
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent folders; returns those created, outermost first."""
+    missing = [p for p in reversed(path.absolute().parents) if not p.exists()]
+    for p in missing:
+        p.mkdir()
+    return missing
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders ``make_parents`` created, innermost first, where they are still empty."""
+    for p in reversed(folders):
+        try:
+            p.rmdir()
+        except OSError:
+            pass  # not empty (something else wrote there): leave it
+
+
+def check_video_frames(path: Path, frames: int) -> None:
+    """Reopen the written video and count its frames: VideoWriter reports no write error (a full disk
+    gives a truncated file and no exception), so this is the only proof the file is whole."""
+    import cv2  # here: the module stays importable without OpenCV loaded
+
+    capture = cv2.VideoCapture(str(path))
+    counted = 0
+    try:
+        while capture.isOpened() and capture.grab():
+            counted += 1
+    finally:
+        capture.release()
+    if counted != frames:
+        raise Sam2rtError(f"the overlay video came out with {counted} of {frames} frames (disk full or a write "
+                          "error); nothing was replaced. Free some disk space and run again")
