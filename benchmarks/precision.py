@@ -1,4 +1,4 @@
-"""Accuracy and ONNX Runtime CPU latency of precision variants (fp32 / fp16 / int8) of one export.
+"""Accuracy and ONNX Runtime CPU latency of precision variants (fp32 / fp16 / int8 / int8-cpu) of one export.
 
 Three measurements per model directory, all in one run so they share the same inputs:
 
@@ -43,6 +43,8 @@ class VariantResult:
     mean_iou: float = float("nan")
     min_iou: float = float("nan")
     masks: int = 0
+    mean_iou_present: float = float("nan")  # over the masks where both predictors find the object
+    presence_disagreements: int = 0
 
 
 def _graph_precision(manifest: Manifest) -> dict[str, str]:
@@ -133,6 +135,7 @@ def precision_report(models: Sequence[Path], video: Path, prompts: Path, data: S
             ours = VideoPredictor(m.directory, threads=threads, fill_hole_area=0, progress=False)
             parity = compare(official, run_steps(ours, folder, steps))
             r.mean_iou, r.min_iou, r.masks = parity.mean_iou, parity.min_iou, len(parity.rows)
+            r.mean_iou_present, r.presence_disagreements = parity.mean_iou_both_present, parity.presence_disagreements
             results.append(r)
     return results
 
@@ -147,8 +150,9 @@ def format_markdown(results: Sequence[VariantResult]) -> str:
             lines.append(f"| {r.precision} | {n} ({MAIN_OUTPUT[n]}) | {r.graph_precision[n]} | "
                          f"{r.rel_error[n]:.2e} | {r.max_abs[n]:.2e} | {r.latency_ms[n]:.1f} |")
     lines += ["", "| precision | model directory | masks | mean IoU vs official | min IoU | "
-              "sum of graph medians (ms) |", "|---|---|---|---|---|---|"]
+              "mean IoU, both present | presence disagreements | sum of graph medians (ms) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.precision} | {r.directory.name} | {r.masks} | {r.mean_iou:.4f} | {r.min_iou:.4f} | "
-                     f"{sum(r.latency_ms.values()):.0f} |")
+                     f"{r.mean_iou_present:.4f} | {r.presence_disagreements} | {sum(r.latency_ms.values()):.0f} |")
     return "\n".join(lines) + "\n"
