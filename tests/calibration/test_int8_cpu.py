@@ -104,10 +104,10 @@ def test_refuses_what_ort_cpu_int8_cannot_start_from(int8cpu_dir: Path, exported
     onnx.save(model, str(bad / "memory_encoder.onnx"))
     with pytest.raises(Sam2rtError, match="FLOAT16 weights; int8-cpu needs FP32 graphs"):
         convert_int8_cpu(bad, tmp_path / "b", log=lambda _: None)
-    # TensorRT engines without their ONNX graphs
+    # TensorRT engines without their ONNX graphs (GPU-only): nothing ONNX Runtime could quantize
     gpu_only = _copy_model(exported_tiny_256, tmp_path / "engines_only")
     (gpu_only / "image_encoder.onnx").unlink()
-    with pytest.raises(Sam2rtError, match="TensorRT engines alone cannot be converted"):
+    with pytest.raises(Sam2rtError, match="image_encoder.onnx is missing; export a model first"):
         convert_int8_cpu(gpu_only, tmp_path / "c", log=lambda _: None)
     with pytest.raises(Sam2rtError, match="unknown graph"):
         convert_int8_cpu(exported_tiny_256, tmp_path / "d", CpuInt8Config(graphs=("decoder",)), log=lambda _: None)
