@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sam2rt import contract as C
-from sam2rt.benchmarks.precision import VariantResult, format_markdown, graph_errors, graph_latency
+from sam2rt.benchmarks.precision import (VariantResult, format_markdown, graph_errors, graph_latency,
+                                        interleaved_latency)
 from sam2rt.runtime.backends import GraphRunner
 
 SIZE = 128
@@ -60,6 +61,8 @@ def test_latency_and_tables(samples, tmp_path: Path) -> None:
     runners = {s.name: _Scaled(s, 1.0) for s in C.GRAPHS}
     latency = graph_latency(runners, samples, calls=2)
     assert set(latency) == {s.name for s in C.GRAPHS} and all(v >= 0 for v in latency.values())
+    both = interleaved_latency([runners, {s.name: _Scaled(s, 2.0) for s in C.GRAPHS}], samples, calls=2)
+    assert len(both) == 2 and all(set(b) == set(latency) for b in both)
     r = VariantResult(tmp_path / "tiny_int8", "int8", {s.name: "int8" for s in C.GRAPHS},
                       rel_error={s.name: 0.02 for s in C.GRAPHS}, max_abs={s.name: 0.5 for s in C.GRAPHS},
                       latency_ms={s.name: 10.0 for s in C.GRAPHS}, mean_iou=0.975, min_iou=0.97, masks=83,
