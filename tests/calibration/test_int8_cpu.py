@@ -112,6 +112,12 @@ def test_refuses_what_ort_cpu_int8_cannot_start_from(int8cpu_dir: Path, exported
     with pytest.raises(Sam2rtError, match="unknown graph"):
         convert_int8_cpu(exported_tiny_256, tmp_path / "d", CpuInt8Config(graphs=("decoder",)), log=lambda _: None)
     assert not any((tmp_path / x).exists() for x in "abcd")  # refused before writing anything
+    # TensorRT cannot parse the dynamic-quantization ops: `sam2rt build` refuses the variant up front
+    from sam2rt.engines.config import BuildConfig
+    from sam2rt.engines.model_engines import build_model_engines
+
+    with pytest.raises(Sam2rtError, match="int8-cpu variant, made for ONNX Runtime's CPU provider"):
+        build_model_engines(int8cpu_dir, tmp_path / "engines", BuildConfig(), build_fn=lambda *a: b"")
     # the CLI prints one line and exits 2
     assert main(["convert", str(int8cpu_dir), "--precision", "int8-cpu", "--out", str(tmp_path / "e")]) == 2
     assert "starts from the FP32 export" in capsys.readouterr().err
