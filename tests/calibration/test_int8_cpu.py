@@ -48,7 +48,8 @@ def test_graph_choices_and_contract(int8cpu_dir: Path, exported_tiny_256: Path) 
         assert ops["Conv"] == _ops(exported_tiny_256 / f"{name}.onnx")["Conv"], name  # ConvInteger measured slower
         assert not ops["ConvInteger"], name
     # attention products quantized in memory attention only, with their scale moved onto the queries
-    assert graphs["memory_attention"]["attention_matmuls"] > 0 and graphs["memory_attention"]["scales_moved_before_matmul"] > 0
+    attention = graphs["memory_attention"]
+    assert attention["attention_matmuls"] > 0 and attention["scales_moved_before_matmul"] > 0
     assert graphs["image_encoder"]["attention_matmuls"] == 0 and _ops(m.graph_path("image_encoder"))["MatMul"] > 0
     # the mask decoder stays FP32, byte for byte
     assert graphs["mask_decoder"] == {"quantized": False, "precision": "fp32"}
@@ -121,6 +122,10 @@ def test_refuses_what_ort_cpu_int8_cannot_start_from(int8cpu_dir: Path, exported
     # the CLI prints one line and exits 2
     assert main(["convert", str(int8cpu_dir), "--precision", "int8-cpu", "--out", str(tmp_path / "e")]) == 2
     assert "starts from the FP32 export" in capsys.readouterr().err
+    assert main(["convert", str(exported_tiny_256), "--precision", "int8-cpu", "--fp16-rope", "--out",
+                 str(tmp_path / "f")]) == 2
+    assert "--fp16-rope only apply to --precision fp16" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
 
 
 def test_int8_cpu_tracks_like_the_official_predictor(int8cpu_dir: Path, shared_data: Path, tmp_path: Path) -> None:
