@@ -79,14 +79,12 @@ class CpuInt8Config:
 
 
 def check_cpu_source(source: Manifest) -> None:
-    """Refuse graphs ONNX Runtime's CPU integer path cannot start from: missing files, non-FP32 tensors,
-    graphs that are already quantized (the manifest's precision is checked by ``load_fp32_source``)."""
+    """Refuse graphs ONNX Runtime's CPU integer path cannot start from: non-FP32 weights, graphs that are
+    already quantized. (The manifest's precision is checked by ``load_fp32_source``, missing graph files --
+    e.g. a directory of TensorRT engines only -- by ``load_manifest``.)"""
     hint = f"convert the FP32 directory written by `sam2rt export` (re-export it if needed), not {source.directory}"
     for spec in C.GRAPHS:
         path = source.graph_path(spec.name)
-        if not path.is_file():
-            raise Sam2rtError(f"{path} is missing: int8-cpu quantizes the ONNX graphs (TensorRT engines alone "
-                              f"cannot be converted); {hint}")
         model = onnx.load(str(path), load_external_data=False)
         floats = {t.data_type for t in model.graph.initializer} - {TensorProto.FLOAT}
         floats &= {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}

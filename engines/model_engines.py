@@ -19,6 +19,7 @@ from sam2rt.engines.cache import (DeviceInfo, cache_key, engine_entry, engine_ma
 from sam2rt.engines.config import BuildConfig
 from sam2rt.engines.preprocess import preprocess_onnx_bytes, preprocess_spec
 from sam2rt.engines.profiles import graph_profiles
+from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest, sha256_file
 
 BuildFn = Callable[..., bytes]  # build(onnx_path, config, profiles=..., log=...) -> engine bytes
@@ -33,11 +34,15 @@ def build_model_engines(model_dir: str | Path, out: str | Path, cfg: BuildConfig
     match the existing engines.json is kept as is. The preprocessing graphs are written as
     out/preprocess_vertical_first.onnx and out/preprocess_horizontal_first.onnx.
     """
+    manifest = load_manifest(model_dir)
+    if manifest.precision == "int8-cpu":  # dynamic-quantization ops (MatMulInteger, ...) TensorRT does not parse
+        raise Sam2rtError(f"{manifest.directory} is the int8-cpu variant, made for ONNX Runtime's CPU provider; "
+                          "build TensorRT engines from the FP32 export, its fp16 (`sam2rt convert`) or its int8 QDQ "
+                          "(`sam2rt calibrate`) variant")
     if build_fn is None:
         B.import_tensorrt()  # fail before anything is written when TensorRT is missing
     build_fn = build_fn or B.build
     device = device or B.current_device()
-    manifest = load_manifest(model_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sources = {spec.name: (spec, manifest.graph_path(spec.name), manifest.precision) for spec in C.GRAPHS}

@@ -1,4 +1,4 @@
-"""``sam2rt convert``: an FP16 mixed-precision or an int8-cpu variant of an FP32 export (INT8 QDQ is ``sam2rt calibrate``)."""
+"""``sam2rt convert``: an FP16 mixed-precision or int8-cpu variant of an FP32 export (INT8 QDQ: ``sam2rt calibrate``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if precision == "fp32":
         raise Sam2rtError("the directory written by `sam2rt export` already is the FP32 model; "
                           "choose --precision fp16 or int8-cpu")
+    fp16_only = [f for f, v in (("--keep-op", args.keep_op), ("--fp32-attention", args.fp32_attention),
+                                 ("--fp16-rope", args.fp16_rope)) if v]
+    if precision == "int8-cpu" and fp16_only:
+        raise Sam2rtError(f"{', '.join(fp16_only)} only apply to --precision fp16; int8-cpu takes --graphs, "
+                          "--keep-node and --reduce-range")
+    if precision == "fp16" and args.reduce_range:
+        raise Sam2rtError("--reduce-range only applies to --precision int8-cpu; drop it for fp16")
     if precision == "int8-cpu":
         from sam2rt.calibration.int8_cpu import CpuInt8Config, convert_int8_cpu
 
@@ -43,10 +50,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="make an FP16 mixed-precision or int8-cpu variant of an exported model")
     p.add_argument("model_dir", type=Path, help="FP32 model directory from `sam2rt export`")
-    p.add_argument("--precision", required=True, help="fp16, or int8-cpu (dynamic INT8 for ONNX Runtime's CPU provider); int8 QDQ: `sam2rt calibrate`")
+    p.add_argument("--precision", required=True,
+                   help="fp16, or int8-cpu (dynamic INT8 for ONNX Runtime's CPU provider); int8 QDQ: `sam2rt calibrate`")
     p.add_argument("--out", type=Path, required=True, help="output directory for the variant")
     p.add_argument("--graphs", nargs="+", default=None, metavar="GRAPH",
-                   help="graphs to convert (default fp16: all four; int8-cpu: all but mask_decoder); the others stay FP32")
+                   help="graphs to convert (default fp16: all four; int8-cpu: all but mask_decoder); "
+                        "the others stay FP32")
     p.add_argument("--keep-op", action="append", default=[], metavar="OP",
                    help="also keep this op type in FP32 (repeatable); LayerNorm, reductions, Sin/Cos always are")
     p.add_argument("--keep-node", action="append", default=[], metavar="NAME",
