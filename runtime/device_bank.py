@@ -96,8 +96,49 @@ class DeviceBank:
 
         out: host arrays memory_valid/memory_tpos (M, B'), obj_ptr_valid/obj_ptr_tpos (P, B'); column j is
         object ``objects[j]`` (default: every object). Follows ``BankInputs.fill`` for a forward stream
-        (num_frames None).
+        (num_frames None). The rings are read for all objects at once (this runs every frame).
         """
+        for a in out.values():
+            a[...] = 0
+        rules, cond_slots = self.rules, self.bank.cond_slots
+        objs = np.arange(self.batch) if objects is None else np.asarray(objects, np.int64)
+        limit = attended_cond_frames(rules, self.bank)
+        t_diff_max = np.float32(max(rules.max_obj_ptrs - 1, 1))
+        cols = np.arange(len(objs))
+        # recent memories: frame t-k at temporal position k-1 (k = 1..num_maskmem-1), where its ring slot holds it
+        k = np.arange(1, rules.num_maskmem)
+        frames = frame_idx - k
+        slots = frames % self.mem_ring
+        held = (self.mem_frames[objs][:, slots] == frames) & (frames >= 0)  # (B', K)
+        jj, kk = np.nonzero(held)
+        out["memory_valid"][cond_slots + slots[kk], cols[jj]] = True
+        out["memory_tpos"][cond_slots + slots[kk], cols[jj]] = k[kk] - 1
+        # pointers of the frames t-d, d = 1..max_obj_ptrs-1
+        d = np.arange(1, rules.max_obj_ptrs)
+        frames = frame_idx - d
+        slots = frames % self.ptr_ring
+        held = (self.ptr_frames[objs][:, slots] == frames) & (frames >= 0)
+        jj, dd = np.nonzero(held)
+        out["obj_ptr_valid"][cond_slots + slots[dd], cols[jj]] = True
+        out["obj_ptr_tpos"][cond_slots + slots[dd], cols[jj]] = d[dd].astype(np.float32) / t_diff_max
+        for j, b in enumerate(objs.tolist()):
+            selected, unselected = select_closest_cond_frames(frame_idx, self.cond[b], limit)
+            for t, slot in selected.items():
+                out["memory_valid"][slot, j] = True
+                out["memory_tpos"][slot, j] = rules.num_maskmem - 1
+                if not (rules.only_past_ptrs and t > frame_idx):
+                    out["obj_ptr_valid"][slot, j] = True
+                    out["obj_ptr_tpos"][slot, j] = np.float32(frame_idx - t) / t_diff_max
+            for t, slot in unselected.items():  # conditioning frames beyond the attended ones count as recent
+                if 1 <= frame_idx - t < rules.num_maskmem:
+                    out["memory_valid"][slot, j] = True
+                    out["memory_tpos"][slot, j] = frame_idx - t - 1
+                if 1 <= frame_idx - t < rules.max_obj_ptrs:
+                    out["obj_ptr_valid"][slot, j] = True
+                    out["obj_ptr_tpos"][slot, j] = np.float32(frame_idx - t) / t_diff_max
+
+    def prepare_reference(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
+        """``prepare`` written per object and frame after ``BankInputs.fill`` (the check of the vectorised one)."""
         for a in out.values():
             a[...] = 0
         rules = self.rules

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -65,24 +66,88 @@ def threshold_resize(low: np.ndarray, size: tuple[int, int], dtype: type = bool)
     return out
 
 
+def fill_holes_near(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
+    """``imageops.fill_holes`` computed only inside each mask's foreground bounding box (same result).
+
+    Why it is the same: take a background component of area <= max_area < the plane's width and height. Along
+    the row of any of its pixels the component cannot span the whole row, so that row holds foreground; the
+    same for its columns: the component lies inside the foreground's bounding box. Labelling the box grown
+    by one pixel, components that reach that outer ring extend outside the box, so they are not small; all
+    others are whole and keep their true area. An empty mask has no holes. (K, 1, h, w) float32 -> new array.
+    """
+    out = np.array(mask_logits, dtype=np.float32)
+    if max_area <= 0:
+        return out
+    for plane in out.reshape((-1,) + out.shape[-2:]):
+        fg = plane > 0
+        rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+        if rows.size == 0 or max_area >= min(plane.shape):
+            if rows.size and max_area >= min(plane.shape):  # the argument needs small holes: label it all
+                _fill(plane, ~fg, max_area, ring=None)
+            continue
+        y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, plane.shape[0])
+        x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, plane.shape[1])
+        ring = np.zeros((y1 - y0, x1 - x0), bool)  # the grown rows/columns (not where the box meets the edge)
+        if rows[0] > 0:
+            ring[0] = True
+        if rows[-1] + 1 < plane.shape[0]:
+            ring[-1] = True
+        if cols[0] > 0:
+            ring[:, 0] = True
+        if cols[-1] + 1 < plane.shape[1]:
+            ring[:, -1] = True
+        _fill(plane[y0:y1, x0:x1], ~fg[y0:y1, x0:x1], max_area, ring)
+    return out
+
+
+def _fill(plane: np.ndarray, background: np.ndarray, max_area: int, ring: np.ndarray | None) -> None:
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(background.astype(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    small[0] = False  # label 0 is the foreground
+    if ring is not None:
+        small[np.unique(labels[ring])] = False  # reaches outside the box: not a small component
+    plane[small[labels]] = np.float32(0.1)
+
+
 def boxes_of(masks: np.ndarray) -> np.ndarray:
     """(K, H, W) masks -> (K, 4) int32 x0, y0, x1, y1 (inclusive), -1 rows for empty masks."""
     boxes = np.full((masks.shape[0], 4), -1, np.int32)
     for k, m in enumerate(masks):
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        rows = np.flatnonzero(m.any(axis=1))
         if rows.size:
+            cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(axis=0))
             boxes[k] = (cols[0], rows[0], cols[-1], rows[-1])
     return boxes
 
 
+def check_options(options: dict) -> None:
+    """Validate ``track(output="result", ...)`` options before any work (a bad call changes nothing)."""
+    unknown = set(options) - {"mask_size", "mask_dtype"}
+    if unknown:
+        raise Sam2rtError(f"unknown track option(s) {sorted(unknown)}; the options are mask_size and mask_dtype")
+    size = options.get("mask_size")
+    if size is not None and (np.ndim(size) != 1 or len(size) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise Sam2rtError(f"mask_size must be (height, width) with positive integer sides, got {size!r}")
+    if "mask_dtype" in options and np.dtype(options["mask_dtype"]) not in (np.dtype(bool), np.dtype(np.uint8)):
+        raise Sam2rtError(f"mask_dtype must be bool or numpy.uint8, got {options['mask_dtype']!r}")
+
+
 def make_result(frame_idx: int, obj_ids: list[int], low: np.ndarray, scores: np.ndarray, video_size: tuple[int, int],
-                mask_size: tuple[int, int] | None = None, mask_dtype: type = bool) -> TrackResult:
-    """A :class:`TrackResult` from low-res logits (K, 1, 4h, 4h) and scores (K,); mask_size is (H, W)."""
+                mask_size: tuple[int, int] | None = None, mask_dtype: type = bool,
+                threshold: Callable[..., np.ndarray] | None = None) -> TrackResult:
+    """A :class:`TrackResult` from low-res logits (K, 1, 4h, 4h) and scores (K,); mask_size is (H, W).
+
+    threshold: the executor's ``masks(low, size, dtype)`` where it makes the masks itself (where the data is),
+    else :func:`threshold_resize` on the host.
+    """
     size = video_size if mask_size is None else tuple(int(s) for s in mask_size)
     if len(size) != 2 or min(size) < 1:
         raise Sam2rtError(f"mask_size must be (height, width) with positive sides, got {mask_size!r}")
     if np.dtype(mask_dtype) not in (np.dtype(bool), np.dtype(np.uint8)):
         raise Sam2rtError(f"mask_dtype must be bool or numpy.uint8, got {mask_dtype!r}")
-    masks = threshold_resize(low, size, mask_dtype)
+    masks = (threshold or threshold_resize)(low, size, mask_dtype)
     scores = np.asarray(scores, np.float32)
     return TrackResult(frame_idx, list(obj_ids), masks, low, scores, scores > 0, boxes_of(masks))

@@ -36,8 +36,8 @@ from sam2rt.runtime.device_bank import DeviceBank
 from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, HostExecutor,
                                         relayout)
 from sam2rt.runtime.engine import Engine
-from sam2rt.runtime.imageops import fill_holes, mask_prompt_to_input
-from sam2rt.runtime.outputs import TrackResult, make_result
+from sam2rt.runtime.imageops import mask_prompt_to_input
+from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result
 from sam2rt.runtime.stream_prompts import PromptRunner
 
 
@@ -143,6 +143,9 @@ class StreamTracker:
             raise Sam2rtError("no object to track; add one with add_new_prompt(...) on the current frame first")
         if output not in ("logits", "result"):
             raise Sam2rtError(f"output must be 'logits' or 'result', got {output!r}")
+        if options and output != "result":
+            raise Sam2rtError(f"options {sorted(options)} need output='result'")
+        check_options(options)
         t, new = self._t, self._t + 1
         cond = tuple(b for b, c in enumerate(self._cond_now) if c)
         for b in cond:
@@ -186,10 +189,11 @@ class StreamTracker:
         K = self.bank.batch
         self._cond_now, self._points = [False] * K, [None] * K
         low = objs["low_res_masks"].mirror
-        self._masks = fill_holes(low, self.fill_hole_area) if self.fill_hole_area > 0 else low.copy()
+        self._masks = fill_holes_near(low, self.fill_hole_area)
         self._scores = objs["object_score_logits"].mirror[:, 0].copy()
         if output == "result":
-            return make_result(new, self.obj_ids, self._masks, self._scores, self._size, **options)
+            return make_result(new, self.obj_ids, self._masks, self._scores, self._size,
+                               threshold=getattr(self.executor, "masks", None), **options)
         return self.obj_ids, self.engine.to_video_res(self._masks, *self._size)
 
     # ---- prompts -----------------------------------------------------------------------------------
@@ -233,7 +237,7 @@ class StreamTracker:
         else:
             prev = None if b is None else np.clip(self._masks[b:b + 1], -32.0, 32.0)
             low, ptr, score = self._prompt.points(t, b, is_init, pts, lbl, prev)
-        low = fill_holes(low, self.fill_hole_area) if self.fill_hole_area > 0 else low
+        low = fill_holes_near(low, self.fill_hole_area)
         if b is None:
             b = self._add_object(obj_id)
         self._prompt.store(b, low, ptr, score)

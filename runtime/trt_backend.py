@@ -8,6 +8,7 @@ counts are checked against the engine profiles before TensorRT sees them. Import
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -162,11 +163,53 @@ def load_trt_runners(model_dir: str | Path, engine_dir: str | Path | None = None
 
 
 def executor_for(runners: dict[str, GraphRunner]) -> "TrtExecutor":
-    """The device-resident executor over the engines the TrtRunners deserialised (no second copy)."""
+    """A tracker's executor over the engines the TrtRunners deserialised (no second copy; its own contexts).
+
+    The bfloat16 rounding engine is built once per loaded model, on first use, and shared.
+    """
     first = runners["image_encoder"]
     if not isinstance(first, TrtRunner):
         raise Sam2rtError("the TensorRT executor needs backend trt")
-    return TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side)
+    if not hasattr(first, "bf16_rounder"):
+        first.bf16_rounder = build_bf16_rounder(first.image_size, first.build_config.max_objects, first.rebuild)
+    return TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side, first.bf16_rounder)
+
+
+def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str) -> TrtEngine | None:
+    """A strongly typed engine (B, hw, 64) float32 -> bf16 -> float32 (round to nearest even, as torch's
+    ``.to(torch.bfloat16)``), or None (warned) where TensorRT or the GPU (compute < 8.0) lacks bfloat16."""
+    from sam2rt.engines.builder import network_flags
+    from sam2rt.runtime.cuda import device_properties
+
+    trt = import_tensorrt()
+    _, major, _ = device_properties()
+    bf16 = getattr(trt.DataType, "BF16", None)
+    if bf16 is None or major < 8 or not hasattr(trt.INetworkDefinition, "add_cast"):
+        warnings.warn("this GPU/TensorRT has no bfloat16: the bank keeps float32 memories (the official predictor "
+                      "stores bf16; expect tiny differences)", stacklevel=3)
+        return None
+    hw = (image_size // 16) ** 2
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt))
+    x = network.add_input("memory_in", trt.DataType.FLOAT, (-1, hw, C.MEM_DIM))
+    rounded = network.add_cast(network.add_cast(x, bf16).get_output(0), trt.DataType.FLOAT).get_output(0)
+    rounded.name = "memory_out"
+    network.mark_output(rounded)
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("memory_in", (1, hw, C.MEM_DIM), (1, hw, C.MEM_DIM), (max_objects, hw, C.MEM_DIM))
+    if config.add_optimization_profile(profile) < 0:
+        raise Sam2rtError("TensorRT rejected the bf16 rounding engine's profile")
+    data = builder.build_serialized_network(network, config)
+    if data is None:
+        raise Sam2rtError("TensorRT could not build the bf16 rounding engine (see its messages above)")
+    return TrtEngine(trt.Runtime(logger), bytes(data), "bf16_round", rebuild)
+
+
+def allocator_scratch(allocator: CudaAllocator, rounder: TrtEngine) -> Buf:
+    """Scratch for the rounding engine's output at its profile maximum."""
+    return allocator.alloc(rounder.max_shape("memory_in"), np.float32)
 
 
 class TrtExecutor:
@@ -179,13 +222,16 @@ class TrtExecutor:
     another call has rebound.
     """
 
-    def __init__(self, engines: dict[str, TrtEngine], image_size: int, max_frame_side: int) -> None:
+    def __init__(self, engines: dict[str, TrtEngine], image_size: int, max_frame_side: int,
+                 bf16_rounder: TrtEngine | None = None) -> None:
         self.engines, self.image_size, self.max_side = engines, image_size, max_frame_side
         self.stream = Stream()
         self.allocator = CudaAllocator(self.stream)
         self.direct = {name: engine.context() for name, engine in engines.items()}
         self.step_contexts = {name: engines[name].context() for name in STEP_GRAPHS}
         self.graphs = GraphCache(self.stream)
+        self.rounder = bf16_rounder.context() if bf16_rounder is not None else None
+        self._round_scratch = (allocator_scratch(self.allocator, bf16_rounder) if bf16_rounder is not None else None)
         self._frame: dict[str, Buf] = {}
         self._prep_graph = C.PREPROCESS_VERTICAL_FIRST.name  # set per frame size in preprocess
         self._capturing = False
@@ -230,7 +276,15 @@ class TrtExecutor:
             self._capturing = False
 
     def round_bank(self, slot: Buf) -> None:
-        """The device bank keeps float32 memories (no bfloat16 rounding kernel yet; see docs/tracker.md)."""
+        """Round a memory slot (B, hw, 64) to bfloat16 on the device, as the official bank stores it: a tiny
+        strongly typed engine casts float32 -> bf16 -> float32 into scratch, copied back (TensorRT does not
+        allow an engine's input and output to alias). Without bf16 support the bank stays float32."""
+        if self.rounder is None:
+            return
+        scratch = self._round_scratch.view(slot.shape)
+        self.rounder.bind({"memory_in": slot, "memory_out": scratch})
+        self.rounder.enqueue(self.stream)
+        self.allocator.copy(slot, scratch)
 
     def release(self, buffers: Any) -> None:
         """Free ``buffers`` and every graph captured so far: they hold addresses that are about to go."""

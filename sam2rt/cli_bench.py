@@ -33,6 +33,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.host_overhead:  # no arithmetic: only our host work per track() (see benchmarks/host_overhead.py)
+        from sam2rt.benchmarks.host_overhead import main as host_overhead
+
+        return host_overhead(["--model", str(args.model), "--objects", "1", "4", "--rounds", "3"])
+    if args.video is None:
+        raise Sam2rtError("sam2rt bench needs --video (a video file or JPEG folder), except with --host-overhead")
     _check_outputs(args)
     from sam2rt.benchmarks.bench import BenchConfig, run_bench
     from sam2rt.benchmarks.report import format_table, plot, write_json
@@ -56,7 +62,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="exported model directory")
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
-    p.add_argument("--video", type=Path, required=True, help="video file or JPEG folder")
+    p.add_argument("--video", type=Path, default=None, help="video file or JPEG folder (required)")
     p.add_argument("--frames", type=int, default=30, help="frames to track (default 30)")
     p.add_argument("--objects", type=int, default=2, help="objects, one click each on frame 0 (default 2)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads, also for torch (0 = default)")
@@ -68,6 +74,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     weights.add_argument("--seed", type=int, default=None, help="random-weights seed used at export (default 0)")
     p.add_argument("--official-repeats", type=int, default=1, help="rounds of the official comparison (default 1)")
     p.add_argument("--soak", type=int, default=0, metavar="N", help="StreamTracker soak over N frames (RSS growth)")
+    p.add_argument("--host-overhead", action="store_true", help="only the host cost per StreamTracker.track() "
+                   "(1 and 4 objects, 1280x720 frames), graphs doing no arithmetic: TensorRT's host work")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG: latency per component, FPS vs objects")
     p.set_defaults(func=_cmd_bench)

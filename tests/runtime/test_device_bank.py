@@ -100,3 +100,34 @@ def test_strided_models_are_refused() -> None:
 
     with pytest.raises(Sam2rtError, match="stride"):
         DeviceBank(C.BankConfig(), SelectionRules(stride=2))
+
+
+@pytest.mark.parametrize("max_cond", [-1, 2])
+def test_vectorised_prepare_equals_the_reference(max_cond: int) -> None:
+    """Random histories of objects added, conditioning frames, removals: both ways give the same arrays."""
+    rng = np.random.default_rng(max_cond + 5)
+    bank = DeviceBank(C.BankConfig(), SelectionRules(max_cond_frames=max_cond))
+    bank.add_object()
+    bank.add_cond(0, 0)
+    bank.commit(0, (0,))
+    for t in range(1, 80):
+        cond = tuple(b for b in range(bank.batch) if rng.random() < 0.1)
+        if rng.random() < 0.05 and bank.batch < 5:
+            cond += (bank.add_object(),)
+        if rng.random() < 0.03 and bank.batch > 1:
+            bank.remove_object(int(rng.integers(bank.batch)))
+            cond = ()
+        for b in cond:
+            bank.add_cond(b, t)
+        bank.commit(t, cond)
+        a = _prepare(bank, t + 1)
+        B = bank.batch
+        r = {n: np.zeros_like(v) for n, v in a.items()}
+        bank.prepare_reference(t + 1, r)
+        for name in a:
+            np.testing.assert_array_equal(a[name], r[name], err_msg=f"{name} at frame {t + 1}")
+        one, one_ref = {n: v[:, :1].copy() for n, v in a.items()}, {n: v[:, :1].copy() for n, v in a.items()}
+        bank.prepare(t + 1, one, objects=[B - 1])
+        bank.prepare_reference(t + 1, one_ref, objects=[B - 1])
+        for name in one:
+            np.testing.assert_array_equal(one[name], one_ref[name])

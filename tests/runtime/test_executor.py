@@ -232,3 +232,53 @@ def test_cuda_allocator_zero_fills_on_its_stream(monkeypatch) -> None:
     assert calls == [("async", 4096, 64, 77)]
     alloc.free(buf)
     assert calls[-1] == ("free", 4096) and alloc.allocated == 0
+
+
+def test_one_model_many_streams_are_independent(exported_tiny_256: Path) -> None:
+    """Two streams of one loaded model, interleaved, give what each gives alone; graphs are loaded once."""
+    from sam2rt.runtime.model import load
+
+    model = load(exported_tiny_256, threads=1)
+    a, b = model.stream(fill_hole_area=0), model.stream(fill_hole_area=0)
+    assert a.engine is b.engine and a.executor is not b.executor
+    frames, other = _frames(5), _frames(5)[::-1]
+    a.load_first_frame(frames[0])
+    a.add_new_prompt(0, 1, points=[[40, 35]], labels=[1])
+    b.load_first_frame(other[0])
+    b.add_new_prompt(0, 7, points=[[60, 60]], labels=[1])
+    b.add_new_prompt(0, 8, points=[[10, 10]], labels=[1])
+    mixed = [(a.track(fa)[1], b.track(fb)[1]) for fa, fb in zip(frames[1:], other[1:])]
+    alone = model.stream(fill_hole_area=0)
+    alone.load_first_frame(frames[0])
+    alone.add_new_prompt(0, 1, points=[[40, 35]], labels=[1])
+    for (ma, mb), f in zip(mixed, frames[1:]):
+        np.testing.assert_array_equal(ma, alone.track(f)[1])
+        assert mb.shape[0] == 2
+    assert a.stored_bytes() == model.stream_bytes(objects=1)
+    assert model.stream_bytes(objects=4) > model.stream_bytes(objects=1)
+
+
+def test_trt_executor_rounds_the_bank_through_scratch() -> None:
+    """round_bank binds the slot as input and a scratch view as output (no aliasing), then copies back."""
+    from sam2rt.runtime import trt_backend
+    from sam2rt.runtime.imageops import bf16_round_
+
+    class FakeRounder:
+        def bind(self, tensors) -> None:
+            assert tensors["memory_in"].ptr != tensors["memory_out"].ptr
+            self.tensors = tensors
+
+        def enqueue(self, stream) -> None:  # what the strongly typed cast engine computes
+            out = self.tensors["memory_out"].array
+            np.copyto(out, self.tensors["memory_in"].array)
+            bf16_round_(out)
+
+    ex = object.__new__(trt_backend.TrtExecutor)
+    ex.allocator, ex.stream, ex.rounder = HostAllocator(), None, FakeRounder()
+    ex._round_scratch = ex.allocator.alloc((4, 16, 64), np.float32)
+    memory = ex.allocator.alloc((3, 2, 16, 64), np.float32)
+    memory.array[...] = np.random.default_rng(0).standard_normal(memory.shape)
+    expected = bf16_round_(memory.array[1].copy())
+    ex.round_bank(memory.slot(1))
+    np.testing.assert_array_equal(memory.array[1], expected)
+    assert not np.array_equal(memory.array[0], bf16_round_(memory.array[0].copy()))  # other slots untouched

@@ -188,8 +188,10 @@ def test_memory_stays_bounded(tracker, frames, monkeypatch):
         if t % 10 == 8:
             tracker.remove_object(3)
         sizes.append(tracker.stored_bytes())
-    print(f"\nbytes held at frames 15/30/59: {sizes[14]} {sizes[29]} {sizes[-1]}")
-    assert sizes[14] == sizes[29] == sizes[-1] and max(sizes[20:]) == max(sizes[:20])
+    print(f"\nbytes held at frames 12/32/52 (2 objects): {sizes[11]} {sizes[31]} {sizes[51]}; "
+          f"15/35/55 (3 objects): {sizes[14]} {sizes[34]} {sizes[54]}")
+    assert sizes[11] == sizes[31] == sizes[51] < sizes[14] == sizes[34] == sizes[54]
+    assert max(sizes[20:]) == max(sizes[:20])
     assert sorted(tracker.bank.cond[0]) == [44, 48, 52, 56]  # the newest conditioning frames stay
 
 
@@ -237,6 +239,10 @@ def test_bad_calls_raise_and_change_nothing(exported_tiny_256, tracker, frames):
         lambda: tracker.add_new_prompt(2, 7, points=[[w + 5, 10]], labels=[1]),  # outside the frame
         lambda: tracker.add_new_prompt(2, 7, bbox=[0, 0, w, h], mask=np.ones((h, w), bool)),
         lambda: tracker.remove_object(99),
+        lambda: tracker.track(frames[3], output="result", mask_size=(0, 5)),
+        lambda: tracker.track(frames[3], output="result", mask_dtype=np.float32),
+        lambda: tracker.track(frames[3], output="result", masks=True),
+        lambda: tracker.track(frames[3], mask_size=(10, 10)),
     ]
     expected = reference_then_replay([])
     got = reference_then_replay(bad)

@@ -165,3 +165,23 @@ def test_result_outputs_match_the_logits(small_tracker, clip) -> None:
     small = tr.track(frames[2], output="result", mask_size=(120, 200))
     ref = resize_bilinear(small.low_res_logits, (120, 200))[:, 0] > 0
     assert small.masks.dtype == np.bool_ and (small.masks == ref).mean() > 0.9999
+
+
+def test_fill_holes_near_equals_fill_holes() -> None:
+    """The bounding-box hole filling equals imageops.fill_holes on random planes and planted holes."""
+    from sam2rt.runtime.imageops import fill_holes
+    from sam2rt.runtime.outputs import fill_holes_near
+
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        h, w = int(rng.integers(12, 40)), int(rng.integers(12, 40))
+        x = rng.standard_normal((2, 1, h, w)).astype(np.float32)
+        if trial % 3 == 0:  # one object with a 1-pixel hole, possibly at the border
+            x[:] = -1
+            y0, x0 = rng.integers(0, h - 5), rng.integers(0, w - 5)
+            x[:, :, y0:y0 + 8, x0:x0 + 9] = 1
+            x[:, :, y0 + 2, x0 + 3] = -1
+        if trial % 5 == 0:
+            x[1] = -5  # an empty mask
+        for area in (1, 3, 8, 20):
+            np.testing.assert_array_equal(fill_holes_near(x, area), fill_holes(x, area))
