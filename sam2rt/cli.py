@@ -114,10 +114,16 @@ def guarded(prog: str, run: Callable[[], int]) -> int:
         return 128 + e.signum
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as ``main`` reads it (argparse exits with 2 on a bad one)."""
+    argv = list(argv)
     # ROS arguments (`sam2rt ros2 ... --ros-args -r a:=b -p x:=y`) look like unknown options to argparse
     cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     args = build_parser().parse_args(argv[:cut])
     args.ros_args = argv[cut:]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     return guarded("sam2rt", lambda: args.func(args))
