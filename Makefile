@@ -7,7 +7,8 @@ DEMO_OUT ?= demo_out
 
 .PHONY: install test demo clean
 
-# Idempotent: pip skips what is already satisfied.
+# Idempotent: pip skips what is already satisfied. The ros extra (rclpy wheels) lets `make test` run the
+# ROS 2 node against a real middleware.
 # torch==2.13.0 is the local CPU build; the official sam2 goes in without its deps (torchvision has no
 # CPU build here and the video predictor does not need it), so pip never resolves a CUDA torch.
 install:
@@ -15,8 +16,8 @@ install:
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps sam2==1.1.0
-	$(PIP) install -e ".[dev]" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" \
-		"antlr4-python3-runtime==4.9.3" "iopath>=0.1.10"
+	$(PIP) install -e ".[dev,ros]" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" \
+		"antlr4-python3-runtime==4.9.3" "iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5"
 
 test: install
 	$(BIN)/python -m pytest -q

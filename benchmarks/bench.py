@@ -42,6 +42,8 @@ from sam2rt.runtime.predictor import VideoPredictor
 COMPONENTS = ("host_preprocess", "image_encoder", "memory_attention", "mask_decoder", "memory_encoder",
               "host_postprocess")
 IOU_SANITY = 0.99  # mean IoU vs the official predictor below which no speedup is quoted
+# INT8 graphs are held to their own accuracy bar (that of `sam2rt verify`), not to near-parity
+IOU_SANITY_BY_PRECISION = {"int8": 0.97, "int8-cpu": 0.97}
 RSS_EVERY = 50  # soak: frames between RSS samples
 Click = tuple[int, list[float]]  # (obj_id, [x, y]) in video pixels
 _MISSING = object()

@@ -117,10 +117,16 @@ def to_numpy(masks) -> np.ndarray:
 
 @dataclass
 class ParityReport:
-    """Per-frame, per-object IoU of the binary masks (logits > 0); both empty counts as 1."""
+    """Per-frame, per-object IoU of the binary masks (logits > 0); both empty counts as 1.
+
+    ``present`` holds (reference non-empty, ours non-empty) per row: with borderline object scores a small
+    numeric difference flips presence (IoU 0), so quantized variants are judged on the rows where both
+    find the object and the flips are counted apart.
+    """
 
     rows: list[tuple[str, int, Any, float]] = field(default_factory=list)
     max_logit_diff: float = 0.0
+    present: list[tuple[bool, bool]] = field(default_factory=list)
 
     @property
     def ious(self) -> np.ndarray:
@@ -134,9 +140,21 @@ class ParityReport:
     def min_iou(self) -> float:
         return float(self.ious.min()) if self.rows else float("nan")
 
+    @property
+    def presence_disagreements(self) -> int:
+        """Rows where exactly one predictor finds the object."""
+        return sum(a != b for a, b in self.present)
+
+    @property
+    def mean_iou_both_present(self) -> float:
+        """Mean IoU over the rows where both predictors find the object (nan if none)."""
+        both = [r[3] for r, (a, b) in zip(self.rows, self.present) if a and b]
+        return float(np.mean(both)) if both else float("nan")
+
     def summary(self) -> str:
         return (f"{len(self.rows)} frame-object masks, mean IoU {self.mean_iou:.6f}, min IoU {self.min_iou:.6f}, "
-                f"max |logit diff| {self.max_logit_diff:.3e}")
+                f"max |logit diff| {self.max_logit_diff:.3e}; where both find the object: mean IoU "
+                f"{self.mean_iou_both_present:.6f}, presence disagreements {self.presence_disagreements}")
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -156,4 +174,5 @@ def compare(reference: Iterable, ours: Iterable) -> ParityReport:
             report.max_logit_diff = max(report.max_logit_diff, float(np.abs(a - b)[finite].max()))
         for k, obj in enumerate(ids):
             report.rows.append((step, f, obj, mask_iou(a[k, 0] > 0, b[k, 0] > 0)))
+            report.present.append((bool((a[k, 0] > 0).any()), bool((b[k, 0] > 0).any())))
     return report

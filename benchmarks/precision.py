@@ -1,4 +1,4 @@
-"""Accuracy and ONNX Runtime CPU latency of precision variants (fp32 / fp16 / int8) of one export.
+"""Accuracy and ONNX Runtime CPU latency of precision variants (fp32 / fp16 / int8 / int8-cpu) of one export.
 
 Three measurements per model directory, all in one run so they share the same inputs:
 
@@ -6,7 +6,7 @@ Three measurements per model directory, all in one run so they share the same in
   calibration-style clips (``calibration.capture``: real images, real memory banks);
 * end-to-end mask IoU against the *official* predictor (same weights, frames and prompts; the official
   predictor runs once and every variant is compared with it);
-* median ONNX Runtime CPU latency per graph on the captured inputs.
+* median ONNX Runtime CPU latency per graph on the captured inputs, the variants called in turn.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class VariantResult:
     mean_iou: float = float("nan")
     min_iou: float = float("nan")
     masks: int = 0
+    mean_iou_present: float = float("nan")  # over the masks where both predictors find the object
+    presence_disagreements: int = 0
 
 
 def _graph_precision(manifest: Manifest) -> dict[str, str]:
@@ -76,22 +78,32 @@ def graph_errors(reference: dict[str, GraphRunner], runners: dict[str, GraphRunn
 
 def graph_latency(runners: dict[str, GraphRunner], samples: Samples, calls: int = 5) -> dict[str, float]:
     """Median wall time (ms) of ``run`` per graph over up to ``calls`` samples, after one warm-up call."""
-    latency = {}
+    return interleaved_latency([runners], samples, calls)[0]
+
+
+def interleaved_latency(runner_sets: Sequence[dict[str, GraphRunner]], samples: Samples,
+                        calls: int = 5) -> list[dict[str, float]]:
+    """Median wall time (ms) per graph for each set of runners, the sets called in turn on the same feeds.
+
+    Interleaving (variant A, B, C, then A, B, C again) puts a busy spell on a shared machine into every
+    variant alike; the last ``calls`` samples are used (full memory banks), after one warm-up call each.
+    """
+    times: list[dict[str, list[float]]] = [{name: [] for name in samples} for _ in runner_sets]
     for name, feeds_list in samples.items():
-        picks = feeds_list[-calls:]  # the last samples: full memory banks
-        runners[name].run(picks[0])
-        times = []
+        picks = feeds_list[-calls:]
+        for runners in runner_sets:
+            runners[name].run(picks[0])
         for feeds in picks:
-            t = time.perf_counter()
-            runners[name].run(feeds)
-            times.append((time.perf_counter() - t) * 1e3)
-        latency[name] = float(np.median(times))
-    return latency
+            for runners, per_graph in zip(runner_sets, times):
+                t = time.perf_counter()
+                runners[name].run(feeds)
+                per_graph[name].append((time.perf_counter() - t) * 1e3)
+    return [{name: float(np.median(v)) for name, v in per_graph.items()} for per_graph in times]
 
 
 def precision_report(models: Sequence[Path], video: Path, prompts: Path, data: Sequence[Path],
                      checkpoint: Path | None = None, seed: int | None = 0, frames: int = 16,
-                     video_frames: int | None = None, threads: int = 0,
+                     video_frames: int | None = None, threads: int = 0, latency_calls: int = 7,
                      log: Callable[[str], None] = print) -> list[VariantResult]:
     """Measure every model directory of ``models`` (variants of one export; the FP32 one is found by hash).
 
@@ -100,6 +112,7 @@ def precision_report(models: Sequence[Path], video: Path, prompts: Path, data: S
         video, prompts: the end-to-end check, as ``sam2rt verify``.
         data: videos/images for the captured graph inputs (as ``sam2rt calibrate --data``).
         frames: calibration frames to capture graph inputs from.
+        latency_calls: timed calls per graph and variant (variants interleaved, median quoted).
     """
     import torch
 
@@ -123,16 +136,17 @@ def precision_report(models: Sequence[Path], video: Path, prompts: Path, data: S
         official = run_steps(official_predictor(fp32, checkpoint, seed), folder, steps,
                              frame_hook=torch.inference_mode)
         results = []
-        for m in manifests:
+        runner_sets = [load_runners(m.directory, threads=threads) for m in manifests]
+        log(f"per-graph latency, {len(manifests)} variants interleaved ...")
+        latencies = interleaved_latency(runner_sets, samples, calls=latency_calls)
+        for m, runners, latency in zip(manifests, runner_sets, latencies):
             log(f"{m.directory} ({m.precision}) ...")
-            r = VariantResult(m.directory, m.precision, _graph_precision(m))
-            runners = load_runners(m.directory, threads=threads)
+            r = VariantResult(m.directory, m.precision, _graph_precision(m), latency_ms=latency)
             r.rel_error, r.max_abs = graph_errors(reference_runners, runners, samples)
-            r.latency_ms = graph_latency(runners, samples)
-            del runners
             ours = VideoPredictor(m.directory, threads=threads, fill_hole_area=0, progress=False)
             parity = compare(official, run_steps(ours, folder, steps))
             r.mean_iou, r.min_iou, r.masks = parity.mean_iou, parity.min_iou, len(parity.rows)
+            r.mean_iou_present, r.presence_disagreements = parity.mean_iou_both_present, parity.presence_disagreements
             results.append(r)
     return results
 
@@ -147,8 +161,9 @@ def format_markdown(results: Sequence[VariantResult]) -> str:
             lines.append(f"| {r.precision} | {n} ({MAIN_OUTPUT[n]}) | {r.graph_precision[n]} | "
                          f"{r.rel_error[n]:.2e} | {r.max_abs[n]:.2e} | {r.latency_ms[n]:.1f} |")
     lines += ["", "| precision | model directory | masks | mean IoU vs official | min IoU | "
-              "sum of graph medians (ms) |", "|---|---|---|---|---|---|"]
+              "mean IoU, both present | presence disagreements | sum of graph medians (ms) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.precision} | {r.directory.name} | {r.masks} | {r.mean_iou:.4f} | {r.min_iou:.4f} | "
-                     f"{sum(r.latency_ms.values()):.0f} |")
+                     f"{r.mean_iou_present:.4f} | {r.presence_disagreements} | {sum(r.latency_ms.values()):.0f} |")
     return "\n".join(lines) + "\n"

@@ -7,11 +7,13 @@ pure-Python package from the ONNX project that converts initializers, constants 
 inserts Cast nodes around the nodes it is told to keep in FP32.
 
 What stays FP32 (the block list, configurable): the converter's own default list (Resize, Range, ...),
-LayerNormalization and the reductions of the hand-written LayerNorm2d (ReduceMean, Pow, Sqrt), Softmax with
-the attention logits that feed it (the Q·Kᵀ MatMul, its scaling and the additive key mask), the sine
+LayerNormalization and the reductions of the hand-written LayerNorm2d (ReduceMean, Pow, Sqrt), the sine
 encodings (Sin, Cos) and every RoPE rotation node (the Muls against the ``*_cos``/``*_sin`` tables and the
 Add/Sub that combine them). Graph inputs and outputs stay FP32, so the contract and the runtime are
-unchanged.
+unchanged. The attention chain (Q·Kᵀ, scale, additive key mask, Softmax) is FP16 by default, so TensorRT can
+fuse it into one attention kernel (it does so only within one precision); ``attention_fp32`` keeps it FP32.
+Measured against the official predictor (tiny, 512 px, random weights, 40 frames, 2 objects, ONNX Runtime
+CPU): mean IoU 0.998799 with FP16 attention, 0.998826 with FP32 attention.
 
 Two defects of onnxconverter-common 1.16 are repaired after conversion (both make ONNX Runtime refuse the
 model): Cast nodes of the source graph keep ``to=FLOAT`` although their consumers are now FP16, and nodes
@@ -34,7 +36,8 @@ from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_va
 from sam2rt.errors import Sam2rtError
 
 # Ops kept in FP32 by default, besides onnxconverter-common's DEFAULT_OP_BLOCK_LIST.
-FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
+# (Softmax goes with the attention logits: see Fp16Config.attention_fp32.)
+FP32_OPS = ("LayerNormalization", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
 _ROPE_TABLE_SUFFIXES = ("_cos", "_sin")
 _LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")  # scale and key mask between Q·Kᵀ and Softmax
 
@@ -45,14 +48,14 @@ class Fp16Config:
 
     keep_ops: op types computed in FP32 (added to the converter's default block list).
     keep_nodes: node names computed in FP32 (exact names, e.g. from Netron).
-    attention_fp32: keep Q·Kᵀ, its scale/mask and Softmax in FP32.
+    attention_fp32: keep Q·Kᵀ, its scale/mask and Softmax in FP32 (off: the fusable FP16 form, measured above).
     rope_fp32: keep the RoPE rotations (and their cos/sin tables) in FP32.
     graphs: graphs to convert; the others are copied as FP32.
     """
 
     keep_ops: tuple[str, ...] = FP32_OPS
     keep_nodes: tuple[str, ...] = ()
-    attention_fp32: bool = True
+    attention_fp32: bool = False
     rope_fp32: bool = True
     graphs: tuple[str, ...] = tuple(g.name for g in C.GRAPHS)
 
@@ -111,7 +114,9 @@ def convert_graph(model: onnx.ModelProto, cfg: Fp16Config) -> tuple[onnx.ModelPr
 
     source_casts = {n.name for n in model.graph.node if n.op_type == "Cast"}
     keep_nodes = fp32_nodes(model.graph, cfg)
-    keep_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.keep_ops))
+    # TensorRT fuses MatMul -> scale -> mask -> Softmax -> MatMul into one attention kernel only when the chain
+    # is in one precision, so Softmax stays FP32 exactly when the logits do
+    keep_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.keep_ops) | ({"Softmax"} if cfg.attention_fp32 else set()))
     kept = sum(1 for n in model.graph.node if n.op_type in keep_ops or n.name in keep_nodes)
     with warnings.catch_warnings(record=True) as clamped:
         # one warning per weight below FP16's smallest normal (set to 1e-7) or above 1e4 (clamped): counted

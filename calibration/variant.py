@@ -18,9 +18,11 @@ import onnx
 
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
+from sam2rt.integrity import check_model
 from sam2rt.manifest import Manifest, load_manifest, make_output_dir, sha256_file, write_manifest
+from sam2rt.outputs import check_writable_dir
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 
 
 def check_precision(precision: str) -> str:
@@ -33,6 +35,7 @@ def check_precision(precision: str) -> str:
 def load_fp32_source(model_dir: str | Path, purpose: str) -> Manifest:
     """The FP32 export that a conversion starts from; other precisions are refused (no double conversion)."""
     manifest = load_manifest(model_dir)
+    check_model(manifest)  # stale or mixed graphs must not be converted into a new model
     if manifest.precision != "fp32":
         raise Sam2rtError(
             f"{manifest.directory} holds {manifest.precision} graphs; {purpose} starts from the FP32 export "
@@ -42,11 +45,12 @@ def load_fp32_source(model_dir: str | Path, purpose: str) -> Manifest:
 
 
 def check_out_dir(source: Manifest, out: str | Path) -> Path:
-    """``out`` must be writable and must not be the source directory."""
+    """``out`` must be writable and must not be the source directory; nothing is created yet, so a request
+    refused later (an unknown graph name, a failed conversion) leaves no empty folder behind."""
     out = Path(out)
     if out.resolve() == source.directory.resolve():
         raise Sam2rtError(f"--out {out} is the source model directory; choose a new directory for the variant")
-    make_output_dir(out)
+    check_writable_dir(out, "--out")
     return out
 
 
@@ -57,7 +61,7 @@ def write_variant(source: Manifest, out: str | Path, precision: str, graphs: Map
     Args:
         source: the FP32 model directory's manifest.
         out: output directory (created; files already there with the same names are replaced).
-        precision: "fp16" or "int8", recorded in the manifest.
+        precision: "fp16", "int8" or "int8-cpu", recorded in the manifest.
         graphs: {graph name: ONNX model} for all four graphs; each is checked with the ONNX checker.
         details: per-graph and tool settings recorded under ``manifest["conversion"]``.
 
@@ -68,6 +72,7 @@ def write_variant(source: Manifest, out: str | Path, precision: str, graphs: Map
     missing = [s.name for s in C.GRAPHS if s.name not in graphs]
     assert not missing, f"write_variant needs every graph, missing {missing}"
     out = check_out_dir(source, out)
+    make_output_dir(out)
     raw = json.loads(json.dumps(source.raw))  # deep copy
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{precision}-") as tmp:
         tmp = Path(tmp)

@@ -19,8 +19,9 @@ from sam2rt.engines.config import BuildConfig
 from sam2rt.engines.profiles import Profile
 from sam2rt.errors import Sam2rtError
 
-INSTALL_TRT = ('TensorRT is not installed: pip install "sam2rt[trt]" (or pip install tensorrt cuda-python); '
-               "on Jetson use the TensorRT that JetPack ships (python3-libnvinfer)")
+INSTALL_TRT = ('TensorRT is not installed: pip install "sam2rt[trt-cu12]" on a CUDA 12 driver, "sam2rt[trt-cu13]" '
+               'on a CUDA 13 driver (R580+); on Jetson use the TensorRT that JetPack ships (python3-libnvinfer, '
+               'in a venv made with --system-site-packages) and pip install "sam2rt[jetson]"')
 Log = Callable[[str], None]
 
 
@@ -101,11 +102,16 @@ def build(onnx_path: str | Path, config: BuildConfig, profiles: Mapping[str, Pro
     cfg = builder.create_builder_config()
     cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_bytes)
     cfg.progress_monitor = _progress_monitor(trt, log)
+    _set_tf32(trt, cfg, config.tf32, log)
     if profiles:
         profile = builder.create_optimization_profile()
         for name, p in profiles.items():
             profile.set_shape(name, p.min, p.opt, p.max)
-        cfg.add_optimization_profile(profile)
+        if cfg.add_optimization_profile(profile) < 0:  # -1: TensorRT found the profile invalid (logged above)
+            shapes = ", ".join(f"{n} min {p.min} opt {p.opt} max {p.max}" for n, p in profiles.items())
+            raise Sam2rtError(f"TensorRT rejected the optimization profile of {onnx_path.name} ({shapes}); check "
+                              "--max-objects/--max-points (each at least 1, opt within min..max) and that the graph "
+                              "was exported by this sam2rt")
     cache = _load_timing_cache(cfg, config.timing_cache)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, cfg)
@@ -116,6 +122,23 @@ def build(onnx_path: str | Path, config: BuildConfig, profiles: Mapping[str, Pro
     if cache is not None and config.timing_cache is not None:
         write_atomic(Path(config.timing_cache), bytes(memoryview(cfg.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
+
+
+def _set_tf32(trt: Any, cfg: Any, allow: bool, log: Log) -> None:
+    """TensorRT computes FP32 convolutions and matmuls in TF32 (10-bit mantissa) unless the flag is cleared.
+
+    Cleared by default (``BuildConfig.tf32``): an engine then computes what its graph says, as verified on
+    ONNX Runtime; always cleared for the preprocessing graphs, whose resize weights need their 22 fraction bits.
+    """
+    flag = getattr(trt.BuilderFlag, "TF32", None)
+    if flag is None:
+        if not allow:
+            log("  this TensorRT has no TF32 builder flag; FP32 layers run as it chooses")
+        return
+    if allow:
+        cfg.set_flag(flag)
+    else:
+        cfg.clear_flag(flag)
 
 
 def _load_timing_cache(cfg: Any, path: Path | None) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ class BuildConfig:
         point and a click feeds 1-2).
     memory_slots / ptr_slots: memory-bank capacities M and P, from the model manifest's bank.
     max_frame_side: largest frame height/width the GPU preprocessing engine accepts.
+    tf32: let TensorRT run FP32 matmuls/convolutions in TF32 (faster on Ampere and newer, ~1e-3 relative error
+        that no CPU verification has seen). Off by default; never on for the preprocessing engines, whose
+        Pillow-exact resize weights need full FP32 (see ``for_graph``).
     """
 
     max_objects: int = 16
@@ -33,6 +36,7 @@ class BuildConfig:
     memory_slots: int = C.BankConfig().memory_slots
     ptr_slots: int = C.BankConfig().ptr_slots
     max_frame_side: int = 4096
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_objects", "max_points", "opt_objects", "opt_points", "memory_slots", "ptr_slots",
@@ -67,6 +71,12 @@ class BuildConfig:
                   "memory_slots": bank.memory_slots, "ptr_slots": bank.ptr_slots}
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**fields)
+
+    def for_graph(self, graph: str) -> "BuildConfig":
+        """The config one graph's engine is built with: TF32 always off for the pixel-exact preprocessing."""
+        if self.tf32 and graph.startswith("preprocess"):
+            return replace(self, tf32=False)
+        return self
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready fields (the timing cache path as a string), recorded in the engine manifest."""

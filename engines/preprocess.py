@@ -1,8 +1,9 @@
-"""GPU preprocessing without torch or cupy: a small ONNX graph (``contract.PREPROCESS``) built into an engine.
+"""GPU preprocessing without torch or cupy: small ONNX graphs (``contract.PREPROCESS_GRAPHS``) built into engines.
 
 uint8 frame (H, W, 3) -> Cast -> MatMul with one axis's resize weights -> round to uint8 levels ->
 MatMul with the other axis's -> round -> ImageNet normalisation by table lookup -> (1, 3, S, S) float32.
-The pass order is Pillow's, chosen on the host per frame size (an ``If`` on the ``vertical_first`` input).
+The pass order is Pillow's, chosen on the host per frame size: one graph (and engine) per order
+(``contract.PREPROCESS_VERTICAL_FIRST`` / ``PREPROCESS_HORIZONTAL_FIRST``), picked by :func:`resize_inputs`.
 
 The weights are Pillow's bicubic (antialiased when shrinking) resize coefficients in its own fixed point,
 and each pass rounds half up and clips to 0..255 as Pillow does between its two passes, so the graph
@@ -14,7 +15,7 @@ The weights are graph inputs, made once per frame size on the host, so one engin
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -97,21 +98,39 @@ def _round8(x: np.ndarray | float) -> np.ndarray:
     return np.clip(np.floor(np.asarray(x) + 0.5), 0.0, 255.0)
 
 
-def resize_inputs(height: int, width: int, image_size: int) -> dict[str, np.ndarray]:
-    """The preprocessing graph's weight inputs for one frame size.
+class ResizeInputs(NamedTuple):
+    """What the host hands the GPU preprocessing for one frame size: which graph (engine) runs it, and its
+    weight feeds ``resize_rows`` (S, H) float32 and ``resize_cols`` (W, S) float32 (the frame is fed per call)."""
 
-    Returns resize_rows (S, H) float32, resize_cols (W, S) float32, vertical_first (1,) bool.
+    graph: str
+    feeds: dict[str, np.ndarray]
+
+
+def preprocess_spec(vertical_first: bool) -> C.GraphSpec:
+    """The preprocessing graph for one pass order (Pillow's order for a frame size: ``pillow_vertical_first``)."""
+    return C.PREPROCESS_VERTICAL_FIRST if vertical_first else C.PREPROCESS_HORIZONTAL_FIRST
+
+
+def resize_inputs(height: int, width: int, image_size: int) -> ResizeInputs:
+    """The preprocessing graph to run for frames of ``height`` x ``width``, and its weight inputs.
+
+    Returns ``ResizeInputs(graph, feeds)``: ``graph`` is ``contract.PREPROCESS_VERTICAL_FIRST.name`` or
+    ``contract.PREPROCESS_HORIZONTAL_FIRST.name`` (Pillow's pass order for this size), ``feeds`` is
+    {"resize_rows": (S, H) float32, "resize_cols": (W, S) float32}.
     """
     rows = pillow_resize_matrix(height, image_size)  # (S, H)
     cols = np.ascontiguousarray(pillow_resize_matrix(width, image_size).T)  # (W, S)
-    order = np.array([pillow_vertical_first(height, width, image_size)])
-    return {"resize_rows": rows, "resize_cols": cols, "vertical_first": order}
+    spec = preprocess_spec(pillow_vertical_first(height, width, image_size))
+    return ResizeInputs(spec.name, {"resize_rows": rows, "resize_cols": cols})
 
 
-def preprocess_model(image_size: int) -> Any:
-    """The preprocessing graph as an ``onnx.ModelProto`` (opset 17), inputs/outputs as ``contract.PREPROCESS``.
+def preprocess_model(image_size: int, vertical_first: bool) -> Any:
+    """One preprocessing graph as an ``onnx.ModelProto`` (opset 17): ``contract.PREPROCESS_VERTICAL_FIRST`` or
+    ``PREPROCESS_HORIZONTAL_FIRST``.
 
-    Needs the ``onnx`` package (in the ``export`` and ``trt`` extras).
+    Pillow rounds to uint8 levels between its two passes, so the order shows in the result; it is a graph
+    (engine) per order, chosen on the host, rather than an ``If`` on an input, which TensorRT's conditionals
+    handle poorly. Needs the ``onnx`` package (in the ``export`` and ``trt`` extras).
     """
     try:
         import onnx
@@ -120,7 +139,7 @@ def preprocess_model(image_size: int) -> Any:
         raise Sam2rtError("building the GPU preprocessing graph needs the onnx package: "
                           'pip install "sam2rt[trt]" (or pip install onnx)') from None
     C.check_image_size(image_size)
-    spec = C.PREPROCESS
+    spec = preprocess_spec(vertical_first)
     lut = _normalise_lut().reshape(-1)  # (768,) float32: channel c, level v at c * 256 + v
     consts = {
         "lut": lut, "half": np.array(0.5, np.float32), "lo": np.array(0.0, np.float32),
@@ -129,28 +148,22 @@ def preprocess_model(image_size: int) -> Any:
     }
     init = [numpy_helper.from_array(v, name=k) for k, v in consts.items()]
     n = helper.make_node
-    float_t = TensorProto.FLOAT
-    out_info = helper.make_tensor_value_info("levels_f", float_t, None)
 
-    def branch(name: str, first: str, second: str) -> Any:
-        """Two resize passes, each rounded half up and clipped to uint8 levels as Pillow does."""
-        a, b = f"{name}_a", f"{name}_b"
-        mm1 = ["chw", "resize_cols"] if first == "cols" else ["resize_rows", "chw"]
-        mm2 = [f"{a}_u", "resize_cols"] if second == "cols" else ["resize_rows", f"{a}_u"]
-        nodes = [n("MatMul", mm1, [a]), n("Add", [a, "half"], [f"{a}_h"]), n("Floor", [f"{a}_h"], [f"{a}_f"]),
-                 n("Clip", [f"{a}_f", "lo", "hi"], [f"{a}_u"]),
-                 n("MatMul", mm2, [b]), n("Add", [b, "half"], [f"{b}_h"]), n("Floor", [f"{b}_h"], [f"{b}_f"]),
-                 n("Clip", [f"{b}_f", "lo", "hi"], ["levels_f"])]
-        return helper.make_graph(nodes, name, [], [out_info])
+    def resize_pass(tag: str, operands: list[str], out: str) -> list[Any]:
+        """One resize pass, rounded half up and clipped to uint8 levels as Pillow does after each pass."""
+        return [n("MatMul", operands, [tag]), n("Add", [tag, "half"], [f"{tag}_h"]),
+                n("Floor", [f"{tag}_h"], [f"{tag}_f"]), n("Clip", [f"{tag}_f", "lo", "hi"], [out])]
 
+    if vertical_first:  # (S, H) @ (3, H, W) -> (3, S, W), then @ (W, S)
+        passes = resize_pass("pass1", ["resize_rows", "chw"], "mid") + resize_pass("pass2", ["mid", "resize_cols"],
+                                                                                  "levels_f")
+    else:  # (3, H, W) @ (W, S) -> (3, H, S), then (S, H) @
+        passes = resize_pass("pass1", ["chw", "resize_cols"], "mid") + resize_pass("pass2", ["resize_rows", "mid"],
+                                                                                  "levels_f")
     nodes = [
-        n("Cast", ["frame"], ["f"], to=float_t),  # (H, W, 3)
+        n("Cast", ["frame"], ["f"], to=TensorProto.FLOAT),  # (H, W, 3)
         n("Transpose", ["f"], ["chw"], perm=[2, 0, 1]),  # (3, H, W)
-        n("Squeeze", ["vertical_first", "axes0"], ["vfirst"]),  # () bool
-        # Pillow picks the pass order per size (see pillow_vertical_first); the rounding between passes
-        # makes the order visible, so both orders are here and the host says which one applies.
-        n("If", ["vfirst"], ["levels_f"], then_branch=branch("vertical_first", "rows", "cols"),
-          else_branch=branch("horizontal_first", "cols", "rows")),  # (3, S, S) float32 levels
+        *passes,  # (3, S, S) float32 levels 0..255
         n("Cast", ["levels_f"], ["levels"], to=TensorProto.INT32),
         n("Add", ["levels", "offsets"], ["index"]),  # (3, S, S) int32 into the (768,) table
         n("Gather", ["lut", "index"], ["norm"], axis=0),  # (3, S, S) float32
@@ -171,8 +184,11 @@ def preprocess_model(image_size: int) -> Any:
     return model
 
 
-def preprocess_onnx_bytes(image_size: int) -> bytes:
-    """The serialised preprocessing graph (what ``sam2rt build`` writes as preprocess.onnx)."""
-    return preprocess_model(image_size).SerializeToString()
+def preprocess_models(image_size: int) -> dict[str, Any]:
+    """Both preprocessing graphs, keyed by graph name (what ``sam2rt build`` writes and builds)."""
+    return {preprocess_spec(v).name: preprocess_model(image_size, v) for v in (True, False)}
 
 
+def preprocess_onnx_bytes(image_size: int, vertical_first: bool) -> bytes:
+    """One serialised preprocessing graph (``sam2rt build`` writes it as ``<graph name>.onnx``)."""
+    return preprocess_model(image_size, vertical_first).SerializeToString()

@@ -69,8 +69,8 @@ def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig) -> dict
 
 
 def all_profiles(image_size: int, cfg: BuildConfig) -> dict[str, dict[str, Profile]]:
-    """Profiles of the four graphs and the preprocessing graph, keyed by graph name."""
-    return {spec.name: graph_profiles(spec, image_size, cfg) for spec in (*C.GRAPHS, C.PREPROCESS)}
+    """Profiles of the four graphs and the two preprocessing graphs, keyed by graph name."""
+    return {spec.name: graph_profiles(spec, image_size, cfg) for spec in (*C.GRAPHS, *C.PREPROCESS_GRAPHS)}
 
 
 def check_within(graph: str, dims: dict[str, int], limits: dict[str, int]) -> None:

@@ -9,9 +9,11 @@ deterministic seeded random weights (for offline tests), and says where its weig
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from sam2rt.contract import check_image_size
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import sha256_file
 from sam2rt.models import default_cache_dir, model_info
+from sam2rt.outputs import check_writable_dir
 
 _CHUNK = 1 << 20
 _ABSOLUTE_STD = 0.02  # noise for norm weights/biases and constant tensors
@@ -145,19 +148,63 @@ def download(
 ) -> Path:
     """Fetch model ``name``'s official checkpoint into ``cache_dir/checkpoints/NAME.pt``.
 
-    Returns the cached file at once if it exists. Otherwise streams to ``NAME.pt.part``
-    (resuming an existing one with an HTTP Range request), fsyncs, checks the size against
-    Content-Length and renames it into place. ``url`` overrides the registry URL (tests, mirrors).
+    Returns the cached file at once if it passes ``cached_checkpoint_problem``; a cached file that does not
+    (empty, truncated, changed since download) is downloaded again and replaced only once the new copy is
+    complete. Otherwise streams to ``NAME.pt.part`` (resuming an existing one with an HTTP Range request),
+    fsyncs, checks the size against Content-Length, records size and SHA-256 in ``NAME.pt.json`` and renames
+    it into place. ``url`` overrides the registry URL (tests, mirrors).
     """
     info = model_info(name)
-    target = (cache_dir or default_cache_dir()) / "checkpoints" / f"{name}.pt"
-    if target.is_file():
+    root = cache_dir or default_cache_dir()
+    check_writable_dir(root, "--cache-dir")
+    target = root / "checkpoints" / f"{name}.pt"
+    problem = cached_checkpoint_problem(target) if target.is_file() else None
+    if target.is_file() and problem is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    _fetch(url or info.url, part, name, progress, timeout)
+    try:
+        _fetch(url or info.url, part, name, progress, timeout)
+    except Sam2rtError as e:
+        if problem is None:
+            raise
+        raise Sam2rtError(f"the cached {target} is unusable ({problem}) and downloading it again failed: {e}") from None
+    _write_record(target, part)
     os.replace(part, target)
     return target
+
+
+def _record_path(target: Path) -> Path:
+    return target.with_name(target.name + ".json")
+
+
+def _write_record(target: Path, part: Path) -> None:
+    """What was downloaded: size and SHA-256 (the stat key lets a later check skip re-hashing)."""
+    record = {"size": part.stat().st_size, "sha256": sha256_file(part)}
+    _record_path(target).write_text(json.dumps(record) + "\n")
+
+
+def cached_checkpoint_problem(target: Path) -> str | None:
+    """Why a cached checkpoint cannot be used, or None.
+
+    A file this cache downloaded has a record (``NAME.pt.json``): its size and SHA-256 must match. A file put
+    there by hand must at least be a complete zip archive (the format of ``torch.save``; its directory sits
+    at the end, so a truncated file fails).
+    """
+    size = target.stat().st_size
+    if size == 0:
+        return "0 bytes"
+    try:
+        record = json.loads(_record_path(target).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        return None if zipfile.is_zipfile(target) else f"{size} bytes, not a complete PyTorch checkpoint"
+    if record.get("size") != size:
+        return f"{size} bytes, {record.get('size')} were downloaded"
+    if record.get("sha256") != sha256_file(target):
+        return "its SHA-256 differs from the downloaded file's"
+    return None
 
 
 # --------------------------------------------------------------------------- build

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.export.checkpoints import ModelSource, build_model, sha256_file
+from sam2rt.export.fold import FoldResult, fold_file
 from sam2rt.export.image_encoder import ImageEncoderGraph
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_attention import MemoryAttentionGraph
@@ -69,15 +70,16 @@ def _wrappers(model, image_size: int) -> dict[str, Callable[[], torch.nn.Module]
     }
 
 
-def export_graph(module: torch.nn.Module, spec: C.GraphSpec, args: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Trace one wrapper to ONNX with the contract's names and dynamic axes, then run the ONNX checker."""
+def export_graph(module: torch.nn.Module, spec: C.GraphSpec, args: tuple[torch.Tensor, ...], path: Path) -> FoldResult:
+    """Trace one wrapper to ONNX with the contract's names and dynamic axes, constant-fold it (see
+    ``export.fold``: TensorRT cannot parse some of what folding removes), then run the ONNX checker."""
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
         torch.onnx.export(module.eval(), args, str(path), input_names=spec.input_names,
                           output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(),
                           opset_version=OPSET, dynamo=False)
     _restore_unused_inputs(path, spec, args)
-    onnx.checker.check_model(str(path), full_check=True)
+    return fold_file(path)
 
 
 _ONNX_TYPES = {"float32": onnx.TensorProto.FLOAT, "int32": onnx.TensorProto.INT32, "bool": onnx.TensorProto.BOOL}
@@ -108,6 +110,7 @@ def _restore_unused_inputs(path: Path, spec: C.GraphSpec, args: tuple[torch.Tens
 def _constants(model) -> dict[str, np.ndarray]:
     t = {
         "no_obj_ptr": model.no_obj_ptr.reshape(-1),
+        "no_mem_embed": model.no_mem_embed.reshape(-1) * float(model.directly_add_no_mem_embed),
         "mask_downsample_weight": model.mask_downsample.weight,
         "mask_downsample_bias": model.mask_downsample.bias,
     }
@@ -118,7 +121,8 @@ def _tracking_settings(model) -> dict:
     return {k: getattr(model, k) for k in TRACKING_KEYS}
 
 
-def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Path], verification: dict) -> dict:
+def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Path], verification: dict,
+              folding: dict[str, FoldResult]) -> dict:
     dims = C.resolve_dims(cfg.image_size)
     graphs = {}
     for spec in C.GRAPHS:
@@ -127,6 +131,7 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
             "sha256": sha256_file(files[spec.name]),
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.inputs],
             "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.resolve(dims))} for t in spec.outputs],
+            "constant_folding": folding[spec.name].as_json(),
         }
     bank = {**asdict(cfg.bank), "memory_slots": cfg.bank.memory_slots, "ptr_slots": cfg.bank.ptr_slots}
     return {
@@ -146,6 +151,14 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
     }
 
 
+def check_cond_slots(cond_slots: int) -> None:
+    """The runtime's memory selection attends to at least 2 conditioning frames (the official minimum)."""
+    if type(cond_slots) is not int or cond_slots < 2:
+        raise Sam2rtError(f"--cond-slots {cond_slots!r}: the memory bank needs at least 2 conditioning slots to "
+                          "track (the official predictor attends to 2 or more prompted frames); use 2 or more "
+                          "(default 4)")
+
+
 def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     """Build the model, export, verify and write everything into ``cfg.out``; returns the manifest path.
 
@@ -153,16 +166,19 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     passed verification, so a failed export leaves nothing half-written.
     """
     C.check_image_size(cfg.image_size)
+    check_cond_slots(cfg.bank.cond_slots)
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
     make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank)
     wrappers = _wrappers(model, cfg.image_size)
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        files = {}
+        files, folding = {}, {}
         for spec in tqdm(C.GRAPHS, desc=f"export {cfg.model} @ {cfg.image_size}", unit="graph"):
             files[spec.name] = tmp / spec.filename
-            export_graph(wrappers[spec.name](), spec, inputs[spec.name], files[spec.name])
+            folding[spec.name] = export_graph(wrappers[spec.name](), spec, inputs[spec.name], files[spec.name])
+        log("constant folding (nodes): " + ", ".join(f"{n} {f.nodes_before} -> {f.nodes_after}"
+                                                     for n, f in folding.items()))
         np.savez(tmp / C.CONSTANTS_NAME, **_constants(model))
         verification: dict = {"skipped": True}
         if cfg.verify:
@@ -176,7 +192,7 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
                     f"the tolerance (see the table); nothing was written to {cfg.out}. Please report this with the "
                     "model name and image size, or re-run with --no-verify to inspect the graphs."
                 )
-        write_manifest(tmp / C.MANIFEST_NAME, _manifest(cfg, source, model, files, verification))
+        write_manifest(tmp / C.MANIFEST_NAME, _manifest(cfg, source, model, files, verification, folding))
         for f in [*files.values(), tmp / C.CONSTANTS_NAME, tmp / C.MANIFEST_NAME]:
             shutil.move(str(f), cfg.out / f.name)  # same filesystem: a rename; the manifest last
     return cfg.out / C.MANIFEST_NAME

@@ -13,7 +13,12 @@ import torch
 from torch import nn
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
-_MASKED = torch.finfo(torch.float32).min
+# Additive logit bias of an empty slot. Finite in FP16 with room for the logit added to it (FP16 max 65504:
+# logit + bias never overflows to -inf, which would make a row with every key masked NaN), and far enough
+# below any attention logit (O(10) here) that exp() underflows to exactly 0 in FP32 and FP16: masked keys get
+# weight 0, as if absent. -3.4e38 (float32 min) was exact too but not representable in FP16, which kept
+# the attention logits of FP16 graphs in FP32 and so blocked TensorRT's fused attention.
+MASKED_LOGIT = -1.0e4
 
 
 def _rope_tables(attn: nn.Module, side: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +123,9 @@ class MemoryAttentionGraph(nn.Module):
         else:
             pos = obj_ptrs.new_zeros(P, B, m.mem_dim)
         tokens = obj_ptrs.reshape(P, B, split, m.mem_dim).permute(1, 0, 2, 3).reshape(B, P * split, m.mem_dim)
-        pos = pos.permute(1, 0, 2).repeat_interleave(split, dim=1)  # (B, P*split, 64)
+        # each pointer's encoding for each of its split tokens; expand, not repeat_interleave, which traces to
+        # OneHot -> Tile chains that TensorRT cannot parse
+        pos = pos.permute(1, 0, 2).unsqueeze(2).expand(B, P, split, m.mem_dim).reshape(B, P * split, m.mem_dim)
         return tokens, pos
 
     def forward(
@@ -133,6 +140,7 @@ class MemoryAttentionGraph(nn.Module):
     ) -> torch.Tensor:
         m, attn = self.model, self.model.memory_attention
         M, B, HW, Cm = memory.shape
+        P = obj_ptrs.shape[0]
         C, side = vision_feat.shape[1], vision_feat.shape[-1]
         curr = vision_feat.flatten(2).transpose(1, 2).expand(B, HW, C)  # (B, hw, 256)
 
@@ -143,11 +151,11 @@ class MemoryAttentionGraph(nn.Module):
         valid = torch.cat(
             [
                 memory_valid.transpose(0, 1).unsqueeze(-1).expand(B, M, HW).reshape(B, M * HW),
-                obj_ptr_valid.transpose(0, 1).repeat_interleave(C // Cm, dim=1),
+                obj_ptr_valid.transpose(0, 1).unsqueeze(-1).expand(B, P, C // Cm).reshape(B, P * (C // Cm)),
             ],
             dim=1,
         )  # (B, K)
-        bias = torch.where(valid, 0.0, _MASKED)[:, None, None, :]  # (B, 1, 1, K)
+        bias = torch.where(valid, 0.0, MASKED_LOGIT)[:, None, None, :]  # (B, 1, 1, K)
 
         out = curr + 0.1 * self.curr_pos if attn.pos_enc_at_input else curr
         for layer in attn.layers:

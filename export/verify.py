@@ -173,12 +173,30 @@ class _Verifier:
             )
             ious = r[2]
             iou = ious.gather(1, ious.argmax(-1, keepdim=True)) if multimask[b] else ious[:, :1]
-            outs.append([r[3], iou, r[5], r[6]])
+            candidates = self._candidates_ref(embed[b:b + 1], coords[b:b + 1], labels[b:b + 1],
+                                              mask[b:b + 1] if has_mask[b] else None, bool(multimask[b]))
+            outs.append([r[3], iou, r[5], r[6], *candidates])
         return [torch.cat(x) for x in zip(*outs)]
 
+    def _candidates_ref(self, embed, coords, labels, mask, multimask: bool) -> list[torch.Tensor]:
+        """The image predictor's outputs the official way (``SAM2ImagePredictor._predict``): prompt encoder,
+        then the mask decoder. Returns all 4 masks (1,4,4h,4h) and IoUs (1,4) (``predict_masks``), and the
+        index of the mask ``sam_mask_decoder(multimask_output=...)`` returns (its best-of-3, or its
+        stability choice between the single mask and the best of 3)."""
+        pe, dec = self.m.sam_prompt_encoder, self.m.sam_mask_decoder
+        sparse, dense = pe(points=(coords, labels), boxes=None, masks=mask)
+        args = dict(image_embeddings=embed, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense, repeat_image=False, high_res_features=[self.fpn[0], self.fpn[1]])
+        masks, ious, _, _ = dec.predict_masks(**args)  # (1, 4, 4h, 4h), (1, 4)
+        chosen, _, _, _ = dec(multimask_output=multimask, **args)
+        best = 1 + int(ious[0, 1:].argmax())
+        index = best if multimask or not torch.equal(chosen[:, 0], masks[:, 0]) else 0
+        return [masks, ious, torch.tensor([index], dtype=torch.int32)]
+
     def mask_decoder(self, check: GraphCheck) -> dict[str, int]:
-        """Returns how many objects were judged present/absent, so the report shows branch coverage."""
-        present = {"present": 0, "absent": 0}
+        """Returns how many objects were judged present/absent, and how many single-mask selections kept the
+        single mask (stable) or fell back to the best of 3, so the report shows branch coverage."""
+        present = {"present": 0, "absent": 0, "stable": 0, "fallback": 0}
         embed = torch.cat([self.feat, self.feat + 0.5 * self.randn(*self.feat.shape)])  # 2 objects
         B, S, h4 = 2, self.S, 4 * self.h
         cases = {
@@ -201,6 +219,9 @@ class _Verifier:
             check.add(name, ours, self._decoder_ref(embed, coords, labels, mask, has_mask, multimask))
             for s in ours[3][:, 0]:
                 present["present" if s > 0 else "absent"] += 1
+            for single, index in zip(~torch.tensor(multimask), ours[6]):
+                if single:
+                    present["stable" if index == 0 else "fallback"] += 1
         return present
 
 
@@ -213,6 +234,8 @@ def verify_graphs(model, graph_dir: Path, bank: C.BankConfig, seed: int = 0) -> 
         v.memory_encoder(checks["memory_encoder"])
         v.memory_attention(checks["memory_attention"], bank)
         coverage = v.mask_decoder(checks["mask_decoder"])
+    checks["mask_decoder"].cases.append(f"single-mask selections stable/fallback: {coverage['stable']}/"
+                                        f"{coverage['fallback']}")
     checks["mask_decoder"].cases.append(f"objects judged present/absent: {coverage['present']}/{coverage['absent']}")
     return checks
 

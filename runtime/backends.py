@@ -229,9 +229,14 @@ class OrtRunner(GraphRunner):
         if not isinstance(threads, int) or threads < 0:
             raise Sam2rtError(f"threads must be an integer >= 0 (0 = ONNX Runtime's default), got {threads!r}")
         self.path = Path(path)
-        self.providers = resolve_providers(providers)
+        self.providers, self.provider_options = self._providers(providers)
         self.session = self._create_session(threads)
         self._check_session()
+
+    def _providers(self, providers: str | Sequence[str] | None) -> tuple[list[str], list[dict[str, str]]]:
+        """Execution provider names and their options, in priority order."""
+        names = resolve_providers(providers)
+        return names, [{} for _ in names]
 
     def _create_session(self, threads: int) -> ort.InferenceSession:
         hint = "re-export the model with `sam2rt export --model <name> --out <dir>`"
@@ -246,7 +251,8 @@ class OrtRunner(GraphRunner):
         # FP16 graphs make ONNX Runtime warn about every fp16 node it cannot constant-fold on the CPU
         options.log_severity_level = 3  # errors only
         try:
-            return ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+            return ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers,
+                                        provider_options=self.provider_options)
         except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise Sam2rtError(f"ONNX Runtime cannot load {self.path} ({first}); the file may be corrupt, "
@@ -286,19 +292,24 @@ class OrtRunner(GraphRunner):
 
 
 class OrtGpuRunner(OrtRunner):
-    """ONNX Runtime on the GPU (TensorRT execution provider first when present, then CUDA), IO-bound.
+    """ONNX Runtime on the GPU, IO-bound: the CUDA execution provider; the TensorRT one only when asked for
+    (``providers=["tensorrt"]``), with an engine cache in ``cache_dir`` and the contract's profile shapes
+    (see ``runtime.ort_gpu``).
 
     ``run`` takes and returns numpy arrays (ONNX Runtime copies them across); ``run_device`` binds device
     buffers (:class:`~sam2rt.runtime.cuda.Buf`, e.g. a bank slot) by address, so nothing crosses to the host.
     """
 
-    def __init__(self, spec: C.GraphSpec, image_size: int, path: str | Path, threads: int = 0) -> None:
-        available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise Sam2rtError("backend ort-gpu needs onnxruntime-gpu: pip uninstall onnxruntime && "
-                              'pip install "sam2rt[gpu]" (or pip install onnxruntime-gpu)')
-        providers = ["tensorrt"] if "TensorrtExecutionProvider" in available else []
-        super().__init__(spec, image_size, path, threads=threads, providers=providers + ["cuda"])
+    def __init__(self, spec: C.GraphSpec, image_size: int, path: str | Path, threads: int = 0,
+                 providers: str | Sequence[str] | None = None, cache_dir: str | Path | None = None) -> None:
+        self._cache_dir = cache_dir
+        super().__init__(spec, image_size, path, threads=threads, providers=providers)
+
+    def _providers(self, providers: str | Sequence[str] | None) -> tuple[list[str], list[dict[str, str]]]:
+        from sam2rt.runtime.ort_gpu import gpu_providers
+
+        requested = [providers] if isinstance(providers, str) else providers
+        return gpu_providers(self.spec, self.image_size, requested, self._cache_dir)
 
     def _run(self, feeds: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         binding = self.session.io_binding()
@@ -325,27 +336,40 @@ class OrtGpuRunner(OrtRunner):
 
 def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  providers: str | Sequence[str] | None = None,
-                 engine_dir: str | Path | None = None) -> dict[str, GraphRunner]:
+                 engine_dir: str | Path | None = None,
+                 graphs: Sequence[str] | None = None) -> dict[str, GraphRunner]:
     """One runner per graph of an exported model directory, keyed by graph name.
 
     Args:
         model_dir: directory with manifest.json and the four ONNX graphs (from ``sam2rt export``).
         backend: "ort" (ONNX Runtime, CPU unless ``providers`` say otherwise), "ort-gpu" (onnxruntime-gpu:
-            TensorRT execution provider when present, CUDA) or "trt" (TensorRT engines from ``sam2rt build``).
+            the CUDA execution provider; ``providers=["tensorrt"]`` adds its TensorRT provider, with caches) or
+            "trt" (TensorRT engines from ``sam2rt build``).
         threads: intra-op threads per session; 0 lets ONNX Runtime choose.
-        providers: ONNX Runtime execution providers or aliases ("cpu", "cuda", "tensorrt"); default CPU.
-        engine_dir: TensorRT engines (backend "trt"); default MODEL_DIR/engines, where ``sam2rt build`` writes.
+        providers: ONNX Runtime execution providers or aliases ("cpu", "cuda", "tensorrt"); default CPU for
+            "ort", CUDA for "ort-gpu".
+        engine_dir: TensorRT engines (backend "trt"; default MODEL_DIR/engines, where ``sam2rt build`` writes),
+            or the TensorRT execution provider's engine cache (backend "ort-gpu"; default
+            MODEL_DIR/engines/ort_tensorrt).
+        graphs: load only these graphs (e.g. the image predictor's image_encoder and mask_decoder); default all.
     """
     if backend not in BACKENDS:
         raise Sam2rtError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     manifest = load_manifest(model_dir)
+    specs = [spec for spec in C.GRAPHS if graphs is None or spec.name in graphs]
     if backend == "trt":
         from sam2rt.runtime.trt_backend import load_trt_runners
 
-        return load_trt_runners(model_dir, engine_dir)
+        return {name: r for name, r in load_trt_runners(model_dir, engine_dir).items()
+                if any(spec.name == name for spec in specs)}
     if backend == "ort-gpu":
-        return {spec.name: OrtGpuRunner(spec, manifest.image_size, manifest.graph_path(spec.name), threads=threads)
-                for spec in C.GRAPHS}
+        from sam2rt.engines.cache import default_engine_dir
+        from sam2rt.runtime.ort_gpu import ORT_TRT_CACHE
+
+        cache = Path(engine_dir) if engine_dir is not None else default_engine_dir(model_dir) / ORT_TRT_CACHE
+        return {spec.name: OrtGpuRunner(spec, manifest.image_size, manifest.graph_path(spec.name), threads=threads,
+                                        providers=providers, cache_dir=cache)
+                for spec in specs}
     return {spec.name: OrtRunner(spec, manifest.image_size, manifest.graph_path(spec.name),
                                  threads=threads, providers=providers)
-            for spec in C.GRAPHS}
+            for spec in specs}

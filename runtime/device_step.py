@@ -25,18 +25,14 @@ from sam2rt.runtime.imageops import bf16_round_, preprocess_official
 FRAME_TENSORS = {"image": ((1, 3, "S", "S"), "float32"), "vision_feat0": ((1, C.HIDDEN_DIM, "h", "h"), "float32"),
                  "vision_feat1": ((1, C.HIDDEN_DIM, "h", "h"), "float32"), "feat_s0": ((1, 32, "h4", "h4"), "float32"),
                  "feat_s1": ((1, 64, "h2", "h2"), "float32")}
-# Per-object tensors of the tracking step (B = objects; memory and pointers slot-major as the contract).
-OBJECT_TENSORS = {
-    "memory": (("M", "B", "hw", C.MEM_DIM), "float32"), "memory_valid": (("M", "B"), "bool"),
-    "memory_tpos": (("M", "B"), "int32"), "obj_ptrs": (("P", "B", C.HIDDEN_DIM), "float32"),
-    "obj_ptr_valid": (("P", "B"), "bool"), "obj_ptr_tpos": (("P", "B"), "float32"),
-    "conditioned_feat": (("B", C.HIDDEN_DIM, "h", "h"), "float32"), "point_coords": (("B", "N", 2), "float32"),
-    "point_labels": (("B", "N"), "int32"), "mask_input": (("B", 1, "h4", "h4"), "float32"),
-    "has_mask_input": (("B",), "bool"), "multimask": (("B",), "bool"),
-    "low_res_masks": (("B", 1, "h4", "h4"), "float32"), "iou": (("B", 1), "float32"),
-    "obj_ptr": (("B", C.HIDDEN_DIM), "float32"), "object_score_logits": (("B", 1), "float32"),
-    "binarize": (("B",), "bool"),
-}
+# Per-object tensors of the tracking step, from the contract: every tensor with the object dim B of memory
+# attention, the decoder and the memory encoder (memory and pointers slot-major). The decoder's image_embed
+# is conditioned_feat and the memory encoder's mask_logits is low_res_masks (one buffer, two names); the
+# memory encoder's memory output is written into a slot of the bank, not into a buffer of its own.
+_ALIASED = {("mask_decoder", "image_embed"), ("memory_encoder", "mask_logits"), ("memory_encoder", "memory")}
+OBJECT_TENSORS = {t.name: (t.shape, t.dtype)
+                  for g in (C.MEMORY_ATTENTION, C.MASK_DECODER, C.MEMORY_ENCODER) for t in g.inputs + g.outputs
+                  if "B" in t.shape and (g.name, t.name) not in _ALIASED}
 # What the host writes (controls, prompts) or reads (results): these get pinned mirrors on a GPU.
 MIRRORED = ("memory_valid", "memory_tpos", "obj_ptr_valid", "obj_ptr_tpos", "point_coords", "point_labels",
             "mask_input", "has_mask_input", "multimask", "binarize", "low_res_masks", "object_score_logits",

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2rt.integrity import check_graph_shapes, check_model, load_constants
 from sam2rt.manifest import Manifest, load_manifest
 from sam2rt.runtime.backends import GraphRunner, load_runners
 from sam2rt.runtime.bank import BankInputs, FrameOutput, bf16_bits
-from sam2rt.runtime.imageops import bf16_round_, fill_holes, preprocess_fast, preprocess_official, resize_bilinear
+from sam2rt.runtime.imageops import bf16_round_, fill_holes, preprocessor, resize_bilinear
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,19 @@ class Engine:
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  preprocess: str = "official", engine_dir: str | Path | None = None) -> None:
+        self._preprocess = preprocessor(preprocess)
         self.manifest: Manifest = load_manifest(model_dir)
+        check_model(self.manifest)  # schema, graph hashes: before the (slow) graph loading
         self.runners: dict[str, GraphRunner] = load_runners(model_dir, backend=backend, threads=threads,
                                                             engine_dir=engine_dir)
+        check_graph_shapes(self.runners, self.manifest)
         self.size = self.manifest.image_size
         self.h = self.size // 16
         self.tracking = self.manifest.tracking
-        consts = np.load(self.manifest.constants_path)
+        consts = load_constants(self.manifest)
         self.no_obj_ptr = consts["no_obj_ptr"]  # (256,)
         self.mask_ds_w = consts["mask_downsample_weight"].reshape(4, 4)
         self.mask_ds_b = float(consts["mask_downsample_bias"].reshape(-1)[0])
-        self._preprocess = {"official": preprocess_official, "fast": preprocess_fast}[preprocess]
         self._banks: dict[int, BankInputs] = {}
 
     def features(self, rgb: np.ndarray) -> Features:

@@ -92,24 +92,42 @@ class JpegFolderFrames(FrameSource):
         super().__init__(cache_size)
         self.name = folder.name
         self.paths = _sorted_jpegs(folder)
-        try:
-            with Image.open(self.paths[0]) as image:  # reads the header only
-                self.width, self.height = image.size
-        except OSError as error:
-            raise _decode_error(self.paths[0], error) from error
+        with _open_image(self.paths[0]) as image:  # reads the header only
+            self.width, self.height = image.size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _read(self, index: int) -> np.ndarray:
-        try:
-            with Image.open(self.paths[index]) as image:
+        path = self.paths[index]
+        with _open_image(path) as image:
+            try:
                 return np.array(image.convert("RGB"))  # the official predictor's decoding
-        except OSError as error:
-            raise _decode_error(self.paths[index], error) from error
+            except OSError as error:
+                raise _decode_error(path, error) from error
 
 
-def _decode_error(path: Path, error: OSError) -> Sam2rtError:
+# Pillow modes wider than 8 bits: convert("RGB") clips them to 255, so 16-bit data would become all white.
+_WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open a frame (header only), refusing what the official loader would silently get wrong."""
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise Sam2rtError(f"{path} is too large to decode safely ({error}); resize the frames, e.g. with "
+                          "`ffmpeg -i in.mp4 -vf scale=1920:-2 -q:v 2 -start_number 0 out_dir/%05d.jpg`.") from None
+    except OSError as error:
+        raise _decode_error(path, error) from error
+    if image.mode in _WIDE_MODES:
+        image.close()
+        raise Sam2rtError(f"{path} holds {image.mode} (16/32-bit) pixels; frames must be 8-bit RGB or grey "
+                          "(a 16-bit image would turn all white). Convert them to 8-bit JPEG first.")
+    return image
+
+
+def _decode_error(path: Path, error: Exception) -> Sam2rtError:
     return Sam2rtError(f"Cannot decode {path} ({error}); replace the file or extract the frames again.")
 
 
@@ -123,7 +141,15 @@ def _sorted_jpegs(folder: Path) -> list[Path]:
             f"JPEG frames must be named <frame index>.jpg (e.g. 00000.jpg); {folder} has {bad[:3]}. "
             "Rename them or extract the video again."
         )
-    return sorted(paths, key=lambda p: int(p.stem))
+    by_index: dict[int, Path] = {}
+    for p in sorted(paths):
+        other = by_index.setdefault(int(p.stem), p)
+        if other is not p:  # 0.jpg and 00000.jpg: both would be frame 0 and shift every later frame
+            raise Sam2rtError(
+                f"{other.name} and {p.name} in {folder} are both frame {int(p.stem)}; keep one naming scheme "
+                "(e.g. 00000.jpg, 00001.jpg, ...) and remove the other files."
+            )
+    return [by_index[i] for i in sorted(by_index)]
 
 
 class VideoFileFrames(FrameSource):
@@ -218,6 +244,8 @@ def _check_frame(frame: object, index: int) -> None:
             "Convert with np.asarray(image, dtype=np.uint8) (and cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) "
             "for OpenCV frames)."
         )
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise Sam2rtError(f"Frame {index} is empty (shape {frame.shape}); frames need at least 1x1 pixels.")
 
 
 def open_frames(source: FrameInput, cache_size: int = 4) -> FrameSource:

@@ -13,7 +13,7 @@ Each function names the official code it reproduces and how closely:
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import cv2
@@ -101,6 +101,19 @@ def preprocess_fast(rgb: np.ndarray, image_size: int) -> np.ndarray:
     interp = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
     resized = cv2.resize(rgb, (size, size), interpolation=interp)  # (S, S, 3) uint8
     return _normalise_chw(resized)
+
+
+PREPROCESSORS = ("official", "fast")
+
+
+def preprocessor(name: object) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The frame preprocessing called ``name``: "official" (bit-exact Pillow resize) or "fast" (OpenCV)."""
+    if name == "official":
+        return preprocess_official
+    if name == "fast":
+        return preprocess_fast
+    raise Sam2rtError(f"preprocess must be one of {', '.join(map(repr, PREPROCESSORS))}, got {name!r}; "
+                      "\"official\" matches the official predictor bit for bit, \"fast\" resizes with OpenCV")
 
 
 @lru_cache(maxsize=64)

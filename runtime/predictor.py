@@ -249,6 +249,7 @@ class VideoPredictor:
         """Remove an object's prompts on a frame (its result there becomes an ordinary tracked frame)."""
         state = inference_state
         P.check_frame_idx(frame_idx, state["num_frames"])
+        P.check_obj_id(obj_id)
         if obj_id not in state["obj_id_to_idx"]:
             raise Sam2rtError(f"unknown obj_id {obj_id!r}; known object ids: {state['obj_ids']}")
         idx = state["obj_id_to_idx"][obj_id]
@@ -270,6 +271,7 @@ class VideoPredictor:
     def remove_object(self, inference_state: State, obj_id: int, strict: bool = False, need_output: bool = True):
         """Remove an object; returns ``(obj_ids, [(frame_idx, masks), ...])`` for its prompted frames."""
         state = inference_state
+        P.check_obj_id(obj_id)
         old_idx = state["obj_id_to_idx"].get(obj_id)
         if old_idx is None:
             if strict:

@@ -274,6 +274,7 @@ class StreamTracker:
     def remove_object(self, obj_id: int) -> list[int]:
         """Stop tracking ``obj_id`` and forget its prompts and results; returns the remaining ids."""
         self._require_frame()
+        P.check_obj_id(obj_id)
         if obj_id not in self._ids:
             raise Sam2rtError(f"unknown obj_id {obj_id!r}; tracked object ids: {self._ids}")
         b = self._ids.index(obj_id)

@@ -233,6 +233,7 @@ class TrtExecutor:
         self.rounder = bf16_rounder.context() if bf16_rounder is not None else None
         self._round_scratch = (allocator_scratch(self.allocator, bf16_rounder) if bf16_rounder is not None else None)
         self._frame: dict[str, Buf] = {}
+        self._prep_graph = C.PREPROCESS_VERTICAL_FIRST.name  # set per frame size in preprocess
         self._capturing = False
 
     @property
@@ -246,15 +247,16 @@ class TrtExecutor:
                               "resize frames first or rebuild the engines")
         if self._frame.get("frame") is None or self._frame["frame"].shape != rgb.shape:
             self._free_frame()  # a new frame size: the old staging buffers go
-            weights = resize_inputs(H, W, self.image_size)  # once per frame size
+            resize = resize_inputs(H, W, self.image_size)  # once per frame size: weights and pass order
+            self._prep_graph = resize.graph
             self._frame = {"frame": self.allocator.alloc(rgb.shape, np.uint8, mirrored=True)}
-            for name, value in weights.items():
+            for name, value in resize.feeds.items():
                 self._frame[name] = self.allocator.alloc(value.shape, value.dtype, mirrored=True)
                 np.copyto(self._frame[name].mirror, value)
                 self.allocator.upload(self._frame[name])
         np.copyto(self._frame["frame"].mirror, rgb)
         self.allocator.upload(self._frame["frame"])
-        self.run(C.PREPROCESS.name, {**self._frame, "image": image})
+        self.run(self._prep_graph, {**self._frame, "image": image})  # Pillow's pass order for this size
 
     def _free_frame(self) -> None:
         for buf in self._frame.values():

@@ -15,8 +15,13 @@ from sam2rt.errors import Sam2rtError
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before a long run when an output cannot be written or a needed package is missing."""
+    from sam2rt.outputs import check_writable_file
+
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None and not path.parent.is_dir():
+        if path is None:
+            continue
+        check_writable_file(path, flag)
+        if not path.parent.is_dir():
             raise Sam2rtError(f"{flag} {path}: the folder {path.parent} does not exist; create it first")
     if args.plot is not None:
         from sam2rt.benchmarks.report import require_matplotlib

@@ -20,7 +20,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.model_dir)
     import_tensorrt()  # the install command, before any work
     cfg = BuildConfig.for_bank(manifest.bank, max_objects=args.max_objects, max_points=args.max_points,
-                               workspace_gib=args.workspace, timing_cache=args.timing_cache)
+                               workspace_gib=args.workspace, timing_cache=args.timing_cache, tf32=args.tf32)
     out = args.out if args.out is not None else default_engine_dir(args.model_dir)
     build_model_engines(args.model_dir, out, cfg)
     return 0
@@ -37,4 +37,7 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-points", type=int, default=None, help="clicks per object (a box adds 2) (default 16)")
     p.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
     p.add_argument("--timing-cache", type=Path, default=None, help="persistent timing cache file (faster rebuilds)")
+    p.add_argument("--tf32", action="store_true",
+                   help="let FP32 matmuls/convolutions run in TF32 (faster on Ampere+, not verified on CPU; "
+                        "never for the preprocessing engines)")
     p.set_defaults(func=_cmd_build)

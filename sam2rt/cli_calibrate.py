@@ -46,6 +46,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.data:
         raise Sam2rtError("pass calibration data with --data VIDEO_OR_DIR [...]")
     manifest = calibrate_model(args.model_dir, args.data, args.out, cfg)
+    from sam2rt.cli_lint import lint_warnings
+
+    lint_warnings(manifest.parent)
     print(f"wrote {manifest.parent} (INT8 QDQ: {', '.join(cfg.graphs) or 'no graphs'}; the rest FP32)")
     return 0
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sam2rt.errors import Sam2rtError
+from sam2rt.outputs import check_writable_file
+from sam2rt.signals import Terminated
 
 WINDOW = "sam2rt camera"
 DEFAULT_OUT = Path("camera_out.mp4")
@@ -136,14 +138,41 @@ def display_available() -> bool:
     return True
 
 
-def _open_writer(path: Path, fps: float, width: int, height: int) -> Any:
-    import cv2
+class StagedVideo:
+    """An mp4v writer into a hidden file beside ``path``, moved onto ``path`` only by ``commit`` after the file
+    was reopened and its frames counted; an earlier video at ``path`` survives any failure."""
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise Sam2rtError(f"cannot write the video {path}; choose a writable path ending in .mp4 or .avi")
-    return writer
+    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+        import cv2
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_name(f".sam2rt-camera-{os.getpid()}-{path.name}")  # same suffix: same container
+        self.count = 0
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not self.writer.isOpened():
+            self.discard()
+            raise Sam2rtError(f"cannot write the video {path}; choose a writable path ending in .mp4 or .avi")
+
+    def write(self, bgr: Any) -> None:
+        self.writer.write(bgr)
+        self.count += 1
+
+    def release(self) -> None:
+        self.writer.release()
+
+    def commit(self) -> None:
+        from sam2rt.outputs import check_video_frames, replace
+
+        try:
+            check_video_frames(self.tmp, self.count)
+            replace(self.tmp, self.path, "--out")
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self.writer.release()
+        self.tmp.unlink(missing_ok=True)
 
 
 def _first_prompt(args: argparse.Namespace, width: int, height: int) -> dict[str, Any]:
@@ -197,20 +226,22 @@ def _cmd_camera(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise Sam2rtError(f"--max-frames must be at least 1, got {args.max_frames}")
     reader = FrameReader(args.source, args.reconnect)
-    sink = None
+    sink, writer = None, None
     try:
         first = reader.read()
         if first is None:
             raise Sam2rtError(f"video source {args.source!r} delivered no frame; check that it is not empty or busy")
         height, width = first.shape[:2]
+        show = display_available()
+        out_path = args.out if args.out is not None or show else DEFAULT_OUT
+        if out_path is not None:  # before the model loads: a bad --out fails at once
+            check_writable_file(out_path, "--out")
         tracker = StreamTracker(args.model, backend=args.backend, threads=args.threads, bgr=True)
         start = time.perf_counter()
         tracker.load_first_frame(first)
         _, obj_ids, logits = tracker.add_new_prompt(0, 1, **_first_prompt(args, width, height))
         count, track_s = 1, time.perf_counter() - start
-        show = display_available()
-        out_path = args.out if args.out is not None or show else DEFAULT_OUT
-        writer = _open_writer(out_path, reader.fps(), width, height) if out_path is not None else None
+        writer = StagedVideo(out_path, reader.fps(), width, height) if out_path is not None else None
         sink = OverlaySink(show, writer, args.bgr_display)
         sink.put(first, obj_ids, logits)
         try:
@@ -225,13 +256,19 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 track_s += time.perf_counter() - t0
                 sink.put(frame, obj_ids, logits)
                 count += 1
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated):  # a live stream is stopped this way: keep what was recorded
             print("sam2rt camera: interrupted, stopping", file=sys.stderr)
         total_s = time.perf_counter() - start
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
     finally:
         reader.close()
         if sink is not None:
             sink.close()
+    if writer is not None:
+        writer.commit()
     print(f"tracked {count} frames in {total_s:.2f} s: {count / max(total_s, 1e-9):.1f} FPS end to end, "
           f"{count / max(track_s, 1e-9):.1f} FPS tracking")
     if writer is not None:

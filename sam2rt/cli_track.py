@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -71,19 +71,37 @@ class TrackResult:
 # --------------------------------------------------------------------------- checks
 
 
-def check_outputs(out: Path, masks_dir: Path | None, video: Path) -> None:
-    """Raise before any work if an output path cannot be used."""
+def check_outputs(out: Path, masks_dir: Path | None, video: Path) -> Path | None:
+    """Raise before any work if an output path cannot be used; returns ``masks_dir`` with symlinks resolved
+    (masks land where the link points and the link stays)."""
+    from sam2rt.outputs import check_writable_dir, check_writable_file
+
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise Sam2rtError(f"--out {out}: the overlay is an MPEG-4 video; use a name ending in .mp4")
     if out.is_dir():
         raise Sam2rtError(f"--out {out} is a folder; pass a file name such as {out / 'overlay.mp4'}")
     if video.exists() and out.exists() and out.resolve() == video.resolve():
         raise Sam2rtError(f"--out {out} is the input video; choose another file name")
+    check_writable_file(out, "--out")
     if masks_dir is None:
-        return
+        return None
+    masks_dir = masks_dir.resolve() if masks_dir.is_symlink() else masks_dir
     if masks_dir.exists() and (not masks_dir.is_dir() or any(masks_dir.iterdir())):
         raise Sam2rtError(f"--masks-dir {masks_dir} exists and is not an empty folder; choose a new folder or "
                           "delete it first")
+    out_abs, masks_abs = Path(os.path.abspath(out)), Path(os.path.abspath(masks_dir))
+    if out_abs == masks_abs or masks_abs in out_abs.parents:
+        raise Sam2rtError(f"--masks-dir {masks_dir} would hold --out {out}; choose a masks folder apart from "
+                          "the overlay video")
+    check_writable_dir(masks_dir, "--masks-dir")
+    return masks_dir
+
+
+def check_frame_size(width: int, height: int, video: Path) -> None:
+    """The overlay's mp4v encoder needs frames of at least 2x2 pixels (checked before tracking)."""
+    if width < 2 or height < 2:
+        raise Sam2rtError(f"--video {video}: frames are {width}x{height} pixels; the overlay video needs at least "
+                          "2x2. Track such frames with the Python API (VideoPredictor) instead")
 
 
 def video_fps(video: Path) -> float:
@@ -167,11 +185,13 @@ def write_overlay(frames: Any, mask_root: Path, obj_ids: Sequence[int], path: Pa
     import numpy as np
     from tqdm import tqdm
 
+    from sam2rt.outputs import check_video_frames
     from sam2rt.runtime.imageops import overlay
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.width, frames.height))
     if not writer.isOpened():
-        raise Sam2rtError(f"OpenCV cannot write an mp4v video to {path}; check the folder and the file name")
+        raise Sam2rtError(f"OpenCV cannot open an mp4v video writer for {frames.width}x{frames.height} frames in "
+                          f"{path.parent}; check the free disk space there")
     try:
         for frame_idx in tqdm(range(len(frames)), desc="write overlay", unit="frame", disable=not progress):
             masks = np.stack([cv2.imread(str(mask_root / str(o) / f"{frame_idx:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0
@@ -182,31 +202,30 @@ def write_overlay(frames: Any, mask_root: Path, obj_ids: Sequence[int], path: Pa
             writer.write(bgr)
     finally:
         writer.release()
+    check_video_frames(path, len(frames))
 
 
 # --------------------------------------------------------------------------- files
 
 
-def _make_parents(path: Path) -> list[Path]:
-    """Create ``path``'s missing parent folders; returns those created, outermost first."""
-    missing = [p for p in reversed(path.absolute().parents) if not p.exists()]
-    for p in missing:
-        p.mkdir()
-    return missing
+def _commit(video_tmp: Path, out: Path, staged_masks: Path | None, masks_dir: Path | None) -> None:
+    """Move the masks folder, then the overlay, into place; if the overlay cannot be moved, the masks go
+    back where they were staged, so a failure leaves the outputs as they were before the run."""
+    from sam2rt.outputs import replace
 
-
-def _remove_empty(folders: Sequence[Path]) -> None:
-    for p in reversed(folders):
-        try:
-            p.rmdir()
-        except OSError:
-            pass  # not empty (something else wrote there): leave it
-
-
-def _commit_masks(staged: Path, masks_dir: Path) -> None:
-    if masks_dir.is_dir():
-        masks_dir.rmdir()  # checked empty before the run
-    os.replace(staged, masks_dir)
+    existed = masks_dir is not None and masks_dir.is_dir()
+    if staged_masks is not None and masks_dir is not None:
+        if existed:
+            masks_dir.rmdir()  # checked empty before the run
+        replace(staged_masks, masks_dir, "--masks-dir")
+    try:
+        replace(video_tmp, out, "--out")
+    except Sam2rtError:
+        if staged_masks is not None and masks_dir is not None:
+            os.replace(masks_dir, staged_masks)
+            if existed:
+                masks_dir.mkdir()
+        raise
 
 
 # --------------------------------------------------------------------------- the run
@@ -220,22 +239,32 @@ def track_video(cfg: TrackConfig) -> TrackResult:
     t0 = time.perf_counter()
     if not cfg.prompts:
         raise Sam2rtError("no prompt: give at least one point, box or mask")
-    check_outputs(cfg.out, cfg.masks_dir, cfg.video)
+    masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
+    cfg = replace(cfg, masks_dir=masks_dir)
     predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
     state = predictor.init_state(str(cfg.video))
-    for prompt in cfg.prompts:
-        apply_prompt(predictor, state, prompt)
-    fps = video_fps(cfg.video)
-    created = _make_parents(cfg.out) + (_make_parents(cfg.masks_dir) if cfg.masks_dir else [])
     try:
-        produced, seconds = _run_staged(cfg, predictor, state, fps)
-    except BaseException:
-        _remove_empty(created)
-        raise
+        check_frame_size(state["video_width"], state["video_height"], cfg.video)
+        for prompt in cfg.prompts:
+            apply_prompt(predictor, state, prompt)
+        fps = video_fps(cfg.video)
+        produced, seconds = _run_in_place(cfg, predictor, state, fps)
     finally:
         getattr(state["frames"], "close", lambda: None)()  # a video file's decoder
     return TrackResult(state["num_frames"], tuple(state["obj_ids"]), produced, seconds,
                        time.perf_counter() - t0, fps, cfg.out, cfg.masks_dir)
+
+
+def _run_in_place(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: float) -> tuple[int, float]:
+    """``_run_staged`` with the outputs' missing parent folders created, and removed again on failure."""
+    from sam2rt.outputs import make_parents, remove_empty
+
+    created = make_parents(cfg.out) + (make_parents(cfg.masks_dir) if cfg.masks_dir else [])
+    try:
+        return _run_staged(cfg, predictor, state, fps)
+    except BaseException:
+        remove_empty(created)
+        raise
 
 
 def _run_staged(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: float) -> tuple[int, float]:
@@ -251,9 +280,7 @@ def _run_staged(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: fl
         produced, seconds = propagate(predictor, state, start, mask_root, cfg.progress)
         video_tmp = tmp / f"overlay{cfg.out.suffix}"
         write_overlay(state["frames"], mask_root, state["obj_ids"], video_tmp, fps, cfg.caption, cfg.progress)
-        if cfg.masks_dir is not None:
-            _commit_masks(mask_root, cfg.masks_dir)
-        os.replace(video_tmp, cfg.out)
+        _commit(video_tmp, cfg.out, mask_root if cfg.masks_dir is not None else None, cfg.masks_dir)
     return produced, seconds
 
 

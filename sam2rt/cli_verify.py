@@ -12,10 +12,12 @@ from pathlib import Path
 from sam2rt.errors import Sam2rtError
 
 # Default minimum mean IoU per precision: exact parity for FP32, the accuracy bars for FP16 / INT8.
-THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.97}
+THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:  # also refuses nan
+        raise Sam2rtError(f"--threshold {args.threshold} is not a mean IoU; pass a number from 0 to 1 (e.g. 0.99)")
     if (args.checkpoint is None) == (not args.random_weights):
         raise Sam2rtError("pass exactly one of --checkpoint PATH or --random-weights [--seed N] (the export's weights)")
     import torch
@@ -64,7 +66,7 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", type=Path, required=True, help="prompts JSON file (see README)")
     p.add_argument("--frames", type=int, default=None, help="use the first N frames of a video file")
     p.add_argument("--threshold", type=float, default=None,
-                   help="minimum mean IoU (default by the model's precision: fp32 0.999, fp16 0.99, int8 0.97)")
+                   help="minimum mean IoU (default by the model's precision: fp32 0.999, fp16 0.99, int8 and int8-cpu 0.97)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")

@@ -135,6 +135,11 @@ MASK_DECODER = GraphSpec(
         _t("iou", "float32", ("B", 1), "predicted IoU of the selected mask"),
         _t("obj_ptr", "float32", ("B", HIDDEN_DIM), "object pointer, gated by the object score"),
         _t("object_score_logits", "float32", ("B", 1), "object present when > 0"),
+        # The image predictor's view (official SAM2ImagePredictor: no selection by the caller's rules, no gating)
+        _t("mask_candidates", "float32", ("B", 4, "h4", "h4"),
+           "every mask logit map the decoder predicts, ungated: 0 = single-mask token, 1..3 = multimask"),
+        _t("iou_candidates", "float32", ("B", 4), "predicted IoU of each candidate"),
+        _t("selected_candidate", "int32", ("B",), "index of the candidate in low_res_masks / iou (before gating)"),
     ),
 )
 
@@ -154,23 +159,26 @@ MEMORY_ENCODER = GraphSpec(
 GRAPHS: tuple[GraphSpec, ...] = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
 
-# GPU preprocessing (TensorRT path): a small graph built by sam2rt.engines.preprocess, not exported from
+# GPU preprocessing (TensorRT path): small graphs built by sam2rt.engines.preprocess, not exported from
 # PyTorch. H, W are the frame's size (dynamic); the resize matrices are made once per frame size on the host.
+# Pillow rounds to uint8 between its two resize passes and picks their order per frame size, so there is one
+# graph (engine) per order with the same inputs and outputs; the host picks one per frame size
+# (engines.preprocess.resize_inputs) instead of an If on an input, which TensorRT handles poorly.
 FRAME_DIMS = ("H", "W")
-PREPROCESS = GraphSpec(
-    name="preprocess",
-    inputs=(
-        _t("frame", "uint8", ("H", "W", 3), "RGB frame as captured"),
-        _t("resize_rows", "float32", ("S", "H"), "vertical resize weights (Pillow bicubic, antialiased)"),
-        _t("resize_cols", "float32", ("W", "S"), "horizontal resize weights, transposed"),
-        _t("vertical_first", "bool", (1,), "Pillow's pass order for this frame size (it rounds between passes)"),
-    ),
-    outputs=(_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),),
+_PREPROCESS_INPUTS = (
+    _t("frame", "uint8", ("H", "W", 3), "RGB frame as captured"),
+    _t("resize_rows", "float32", ("S", "H"), "vertical resize weights (Pillow bicubic, antialiased)"),
+    _t("resize_cols", "float32", ("W", "S"), "horizontal resize weights, transposed"),
 )
+_PREPROCESS_OUTPUTS = (_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),)
+PREPROCESS_VERTICAL_FIRST = GraphSpec("preprocess_vertical_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
+PREPROCESS_HORIZONTAL_FIRST = GraphSpec("preprocess_horizontal_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
+PREPROCESS_GRAPHS: tuple[GraphSpec, ...] = (PREPROCESS_VERTICAL_FIRST, PREPROCESS_HORIZONTAL_FIRST)
 
 # Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
 CONSTANTS = {
     "no_obj_ptr": "(256,) pointer of an absent object",
+    "no_mem_embed": "(256,) what the image predictor adds to vision_feat (directly_add_no_mem_embed; else zeros)",
     "mask_downsample_weight": "(1, 1, 4, 4) conv turning an S x S mask prompt into decoder mask input",
     "mask_downsample_bias": "(1,)",
 }

@@ -11,29 +11,10 @@ from typing import Any
 
 from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
+from sam2rt.manifest_schema import TRACKING_KEYS, validate_runtime, validate_structure
 
-# Model settings the runtime needs to reproduce the official predictor's tracking logic.
-TRACKING_KEYS = (
-    "num_maskmem",
-    "max_obj_ptrs_in_encoder",
-    "max_cond_frames_in_attn",
-    "memory_temporal_stride_for_eval",
-    "only_obj_ptrs_in_the_past_for_eval",
-    "use_signed_tpos_enc_to_obj_ptrs",
-    "use_obj_ptrs_in_encoder",
-    "multimask_output_in_sam",
-    "multimask_output_for_tracking",
-    "multimask_min_pt_num",
-    "multimask_max_pt_num",
-    "use_mask_input_as_output_without_sam",
-    "pred_obj_scores",
-    "fixed_no_obj_ptr",
-    "soft_no_obj_ptr",
-    "fill_hole_area",
-    "non_overlap_masks",
-    "clear_non_cond_mem_around_input",
-    "add_all_frames_to_correct_as_cond",
-)
+__all__ = ["TRACKING_KEYS", "Manifest", "load_manifest", "check_runtime_fields", "sha256_file", "make_output_dir",
+           "write_manifest"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,11 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def load_manifest(model_dir: str | Path) -> Manifest:
-    """Read and check ``model_dir/manifest.json``; every problem is a Sam2rtError saying what to do."""
+    """Read and check ``model_dir/manifest.json``; every problem is a Sam2rtError saying what to do.
+
+    The structure every loader needs is validated here (see ``sam2rt.manifest_schema``), naming the bad
+    field; the tracking settings only the runtime reads are checked by ``check_runtime_fields``.
+    """
     model_dir = Path(model_dir)
     path = model_dir / C.MANIFEST_NAME
     hint = f"export a model first: sam2rt export --model sam2.1_hiera_tiny --out {model_dir}"
@@ -108,19 +93,21 @@ def load_manifest(model_dir: str | Path) -> Manifest:
         raise Sam2rtError(f"{model_dir} has no {C.MANIFEST_NAME}; {hint}")
     try:
         raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise Sam2rtError(f"{path} is not valid JSON ({e}); {hint}") from None
-    missing = [k for k in ("format", "model", "graphs", "tracking", "bank", "constants") if k not in raw]
-    if missing:
-        raise Sam2rtError(f"{path} lacks {', '.join(missing)}; it was not written by this sam2rt. {hint}")
-    if raw["format"] != C.MANIFEST_FORMAT:
-        raise Sam2rtError(f"{path} has manifest format {raw['format']}, this sam2rt reads {C.MANIFEST_FORMAT}; {hint}")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise Sam2rtError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); {hint}") from None
+    if isinstance(raw, dict) and raw.get("format", C.MANIFEST_FORMAT) != C.MANIFEST_FORMAT:
+        raise Sam2rtError(f"{path} has manifest format {raw['format']!r}, this sam2rt reads {C.MANIFEST_FORMAT}; {hint}")
+    validate_structure(raw, f"{path}", hint)
     manifest = Manifest(path=path, raw=raw)
     for spec in C.GRAPHS:
-        if spec.name not in raw["graphs"]:
-            raise Sam2rtError(f"{path} lists no {spec.name} graph; {hint}")
         if not manifest.graph_path(spec.name).is_file():
             raise Sam2rtError(f"{manifest.graph_path(spec.name)} is missing; {hint}")
     if not manifest.constants_path.is_file():
         raise Sam2rtError(f"{manifest.constants_path} is missing; {hint}")
     return manifest
+
+
+def check_runtime_fields(manifest: Manifest) -> None:
+    """The fields only tracking needs (every tracking setting, graph hashes), named when bad."""
+    hint = f"re-export the model: sam2rt export --model {manifest.model_name} --out {manifest.directory}"
+    validate_runtime(manifest.raw, str(manifest.path), hint)

@@ -86,6 +86,9 @@ def _read_json_list(path: Path) -> list[Any]:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise Sam2rtError(f"{path} is not valid JSON ({e}); see `sam2rt track --help` for the format") from None
+    except RecursionError:  # brackets nested thousands deep: not a prompts file
+        raise Sam2rtError(f"{path} nests JSON lists/objects too deeply to be a prompts file; see "
+                          "`sam2rt track --help` for the format") from None
     if not isinstance(data, list) or not data:
         raise Sam2rtError(f"{path} must hold a non-empty JSON list of prompt entries, e.g. "
                           '[{"frame": 0, "obj_id": 1, "points": [[100, 200]], "labels": [1]}]')
@@ -163,8 +166,12 @@ def _mask_path(value: Any, where: str, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise Sam2rtError(f"{where}: \"mask\" must be the path of a PNG file, relative to the prompts file")
     path = base / value
+    if path.is_dir():
+        raise Sam2rtError(f"{where}: \"mask\" {value!r} is the folder {path.resolve()}, not a PNG file; name the "
+                          "mask file, relative to the prompts file's folder")
     if not path.is_file():
-        raise Sam2rtError(f"{where}: mask file {path} does not exist; paths are relative to the prompts file's folder")
+        raise Sam2rtError(f"{where}: mask file {value!r} does not exist in {base.resolve()} (mask paths are "
+                          "relative to the prompts file's folder)")
     if not read_mask(path, where).any():
         raise Sam2rtError(f"{where}: mask {path} has no non-zero pixel; the object must be non-zero")
     return path
@@ -177,6 +184,9 @@ def read_mask(path: Path, where: str = "mask") -> np.ndarray:
             if image.format != "PNG":
                 raise Sam2rtError(f"{where}: {path} is a {image.format} image; save the mask as PNG")
             arr = np.asarray(image)  # palette images give indices: index 0 = background
+    except Image.DecompressionBombError as e:
+        raise Sam2rtError(f"{where}: mask {path} is too large to decode safely ({e}); save it at the "
+                          "video's resolution") from None
     except OSError as e:
         raise Sam2rtError(f"{where}: cannot read mask {path} ({e}); save it as a PNG") from None
     if arr.ndim == 3:
@@ -247,9 +257,11 @@ def apply_prompt(predictor: Any, state: Any, prompt: Prompt) -> tuple[int, list[
     if prompt.frame >= num_frames:
         raise Sam2rtError(f"{prompt.where}: frame {prompt.frame} is past the end; the video has frames "
                           f"0..{num_frames - 1}")
+    mask = _video_mask(prompt, height, width) if prompt.mask is not None else None
+    _check_inside(prompt, width, height)
     try:
-        if prompt.mask is not None:
-            return predictor.add_new_mask(state, prompt.frame, prompt.obj_id, _video_mask(prompt, height, width))
+        if mask is not None:
+            return predictor.add_new_mask(state, prompt.frame, prompt.obj_id, mask)
         points = None if prompt.points is None else np.asarray(prompt.points, np.float32)
         labels = None if prompt.labels is None else np.asarray(prompt.labels, np.int32)
         box = None if prompt.box is None else np.asarray(prompt.box, np.float32)
@@ -257,6 +269,16 @@ def apply_prompt(predictor: Any, state: Any, prompt: Prompt) -> tuple[int, list[
                                                labels=labels, box=box)
     except Sam2rtError as e:
         raise Sam2rtError(f"{prompt.where}: {e}") from None
+
+
+def _check_inside(prompt: Prompt, width: int, height: int) -> None:
+    """Clicks and box corners inside the video (checked here, in video pixels, before any float32 cast)."""
+    corners = [] if prompt.box is None else [prompt.box[:2], prompt.box[2:]]
+    outside = [p for p in (*corners, *(prompt.points or ())) if not (0 <= p[0] <= width and 0 <= p[1] <= height)]
+    if outside:
+        x, y = outside[0]
+        raise Sam2rtError(f"{prompt.where}: ({x:g}, {y:g}) is outside the {width}x{height} video; use pixel "
+                          f"coordinates with 0 <= x <= {width} and 0 <= y <= {height}")
 
 
 def _video_mask(prompt: Prompt, height: int, width: int) -> np.ndarray:

@@ -133,6 +133,7 @@ def test_bench_end_to_end(exported_tiny_256: Path, shared_data: Path, tmp_path: 
     iou = official["iou"]
     assert iou["masks"] == 1 + 2 + frames * 2  # click 1 (one object), click 2 (two), propagation
     assert iou["results_match"] and iou["mean"] >= 0.99 and 0 <= iou["min"] <= 1
+    assert iou["presence_disagreements"] == 0 and iou["mean_both_present"] == iou["mean"]  # FP32: no flips
     assert {frame for step, frame, _ in iou["per_frame_min"] if step.endswith("propagate")} == set(range(frames))
 
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000

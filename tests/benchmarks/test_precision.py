@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sam2rt import contract as C
-from sam2rt.benchmarks.precision import VariantResult, format_markdown, graph_errors, graph_latency
+from sam2rt.benchmarks.precision import (VariantResult, format_markdown, graph_errors, graph_latency,
+                                        interleaved_latency)
 from sam2rt.runtime.backends import GraphRunner
 
 SIZE = 128
@@ -60,9 +61,27 @@ def test_latency_and_tables(samples, tmp_path: Path) -> None:
     runners = {s.name: _Scaled(s, 1.0) for s in C.GRAPHS}
     latency = graph_latency(runners, samples, calls=2)
     assert set(latency) == {s.name for s in C.GRAPHS} and all(v >= 0 for v in latency.values())
+    both = interleaved_latency([runners, {s.name: _Scaled(s, 2.0) for s in C.GRAPHS}], samples, calls=2)
+    assert len(both) == 2 and all(set(b) == set(latency) for b in both)
     r = VariantResult(tmp_path / "tiny_int8", "int8", {s.name: "int8" for s in C.GRAPHS},
                       rel_error={s.name: 0.02 for s in C.GRAPHS}, max_abs={s.name: 0.5 for s in C.GRAPHS},
-                      latency_ms={s.name: 10.0 for s in C.GRAPHS}, mean_iou=0.975, min_iou=0.97, masks=83)
+                      latency_ms={s.name: 10.0 for s in C.GRAPHS}, mean_iou=0.975, min_iou=0.97, masks=83,
+                      mean_iou_present=0.98, presence_disagreements=1)
     table = format_markdown([r])
     assert "| int8 | image_encoder (vision_feat) | int8 | 2.00e-02 | 5.00e-01 | 10.0 |" in table
-    assert "| int8 | tiny_int8 | 83 | 0.9750 | 0.9700 | 40 |" in table
+    assert "| int8 | tiny_int8 | 83 | 0.9750 | 0.9700 | 0.9800 | 1 | 40 |" in table
+
+
+def test_presence_disagreements_are_counted_apart() -> None:
+    from sam2rt.benchmarks.parity import compare
+
+    on, off = np.full((1, 1, 4, 4), 5.0, np.float32), np.full((1, 1, 4, 4), -1024.0, np.float32)
+    half = on.copy()
+    half[..., :2] = -3.0
+    reference = [("p", 0, [1], on), ("p", 1, [1], on), ("p", 2, [1], off), ("p", 3, [1], off)]
+    ours = [("p", 0, [1], half), ("p", 1, [1], off), ("p", 2, [1], off), ("p", 3, [1], on)]
+    report = compare(reference, ours)
+    assert report.ious.tolist() == [0.5, 0.0, 1.0, 0.0]  # both absent is a match; a flip is IoU 0
+    assert report.presence_disagreements == 2
+    assert report.mean_iou_both_present == 0.5 and report.mean_iou == 0.375
+    assert "presence disagreements 2" in report.summary()

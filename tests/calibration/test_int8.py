@@ -55,6 +55,13 @@ def test_graphs_are_symmetric_int8_qdq(int8_256: Path) -> None:
         assert details["quantized"] and details["method"] == "percentile" and details["samples"] >= 1
 
 
+def test_int8_graphs_pass_the_trt_lint(int8_256: Path) -> None:
+    """QDQ graphs: symmetric zero points, INT8 only through Q/DQ, every op in TensorRT 10.3's matrix."""
+    from sam2rt.engines.lint import lint_model_dir
+
+    assert lint_model_dir(int8_256) == []
+
+
 def test_int8_tracks_like_fp32(exported_tiny_256: Path, int8_256: Path, shared_data: Path) -> None:
     from sam2rt.runtime.predictor import VideoPredictor
 

@@ -15,7 +15,7 @@ def test_build_without_tensorrt_exits_2_naming_the_install(model: Path, tmp_path
     done = subprocess.run([sys.executable, "-m", "sam2rt", "build", str(model), "--out", str(tmp_path / "e")],
                           capture_output=True, text=True)
     assert done.returncode == 2
-    assert 'pip install "sam2rt[trt]"' in done.stderr and "tensorrt cuda-python" in done.stderr
+    assert 'pip install "sam2rt[trt-cu12]"' in done.stderr and '"sam2rt[jetson]"' in done.stderr
     assert not (tmp_path / "e").exists()
 
 
@@ -32,5 +32,5 @@ def test_trt_backend_without_tensorrt_names_the_install(model: Path) -> None:
     from sam2rt.errors import Sam2rtError
     from sam2rt.runtime.backends import load_runners
 
-    with pytest.raises(Sam2rtError, match=r'pip install "sam2rt\[trt\]"'):
+    with pytest.raises(Sam2rtError, match=r'pip install "sam2rt\[trt-cu12\]"'):
         load_runners(model, backend="trt")

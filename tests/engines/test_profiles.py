@@ -31,9 +31,10 @@ def test_attention_profile_tunes_for_a_full_bank() -> None:
 
 def test_every_graph_has_profiles_for_its_dynamic_inputs() -> None:
     profiles = all_profiles(256, BuildConfig())
-    assert set(profiles) == {g.name for g in C.GRAPHS} | {"preprocess"}
+    assert set(profiles) == {g.name for g in (*C.GRAPHS, *C.PREPROCESS_GRAPHS)}
     assert profiles["image_encoder"] == {}
-    assert profiles["preprocess"]["frame"].max == (4096, 4096, 3)
+    for g in C.PREPROCESS_GRAPHS:
+        assert profiles[g.name]["frame"].max == (4096, 4096, 3)
 
 
 def test_limits_name_the_build_flag() -> None:

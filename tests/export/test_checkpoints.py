@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -264,7 +265,8 @@ def test_interrupted_download_keeps_part_then_resumes(server: Any, tmp_path: Pat
 def test_existing_file_needs_no_network(tmp_path: Path) -> None:
     target, _ = _paths(tmp_path)
     target.parent.mkdir(parents=True)
-    target.write_bytes(b"cached")
+    with zipfile.ZipFile(target, "w") as z:  # torch.save's format; a file put there by hand is checked for it
+        z.writestr("archive/data.pkl", b"cached")
     assert download(NAME, tmp_path, progress=False, url=CLOSED_PORT_URL) == target
 
 

@@ -48,6 +48,54 @@ def test_sam21_tiny_graphs_match_pytorch(exported_tiny_256: Path) -> None:
         assert [o.name for o in graph.output] == spec.output_names
 
 
+def test_graphs_are_constant_folded_and_pass_the_trt_lint(exported_tiny_256: Path) -> None:
+    """Folding removed the If nodes (Hiera's window-embedding tile) and OneHot chains before the hash; expand
+    replaced the decoder's repeat_interleave; TensorRT 10.3's lint finds nothing in any graph."""
+    from sam2rt.engines.lint import lint_model_dir
+
+    manifest = _manifest(exported_tiny_256)
+    for spec in C.GRAPHS:
+        folding = manifest["graphs"][spec.name]["constant_folding"]
+        assert folding["nodes_after"] < folding["nodes_before"], spec.name
+        graph = onnx.load(str(exported_tiny_256 / spec.filename), load_external_data=False).graph
+        assert len(graph.node) == folding["nodes_after"]
+        assert not {n.op_type for n in graph.node} & {"If", "OneHot", "Loop", "NonZero"}, spec.name
+    assert manifest["graphs"]["image_encoder"]["constant_folding"]["nodes_after"] < \
+        manifest["graphs"]["image_encoder"]["constant_folding"]["nodes_before"] / 2
+    assert lint_model_dir(exported_tiny_256) == []
+
+
+def masked_slots_are_ignored(model_dir: Path) -> float:
+    """Max |difference| of memory attention's output between a bank whose empty slots hold zeros and one whose
+    empty slots hold noise: 0.0 when the key mask gives them exactly zero weight. Used for FP32 and FP16."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_dir / "memory_attention.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    h, M, P, B = SIZE // 16, 3, 4, 2
+    valid = np.array([[True, True], [True, False], [False, False]])
+    ptr_valid = np.array([[True, False], [True, True], [False, True], [False, False]])
+    memory = rng.standard_normal((M, B, h * h, C.MEM_DIM)).astype(np.float32)
+    ptrs = rng.standard_normal((P, B, C.HIDDEN_DIM)).astype(np.float32)
+    feeds = {"vision_feat": rng.standard_normal((1, C.HIDDEN_DIM, h, h)).astype(np.float32),
+             "memory_valid": valid, "memory_tpos": np.full((M, B), 6, np.int32), "obj_ptr_valid": ptr_valid,
+             "obj_ptr_tpos": np.zeros((P, B), np.float32)}
+    clean = sess.run(None, {**feeds, "memory": np.where(valid[:, :, None, None], memory, 0),
+                            "obj_ptrs": np.where(ptr_valid[:, :, None], ptrs, 0)})[0]
+    noisy = sess.run(None, {**feeds, "memory": np.where(valid[:, :, None, None], memory, 5 * memory),
+                            "obj_ptrs": np.where(ptr_valid[:, :, None], ptrs, 5 * ptrs)})[0]
+    return float(np.abs(clean - noisy).max())
+
+
+def test_key_mask_is_exact(exported_tiny_256: Path) -> None:
+    """The FP16-representable key mask (-1e4) still gives empty slots exactly zero weight in FP32."""
+    from sam2rt.export.memory_attention import MASKED_LOGIT
+
+    assert abs(MASKED_LOGIT) <= 65504  # representable in FP16
+    assert masked_slots_are_ignored(exported_tiny_256) == 0.0
+
+
 def test_sam2_tiny_graphs_match_pytorch(tmp_path: Path) -> None:
     """SAM 2.0 has no temporal pointer encoding and no no-object spatial embedding: other branches."""
     export_model(ExportConfig(model="sam2_hiera_tiny", out=tmp_path, image_size=SIZE, random_seed=1), log=print)
