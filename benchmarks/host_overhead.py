@@ -60,7 +60,7 @@ class NullExecutor:
     def synchronize(self) -> None:
         """Nothing queued."""
 
-    def masks(self, low: np.ndarray, size: tuple[int, int], dtype: type) -> np.ndarray:
+    def masks(self, low: np.ndarray, size: tuple[int, int], dtype: type, device: Any = None) -> np.ndarray:
         """Device-side threshold/resize: only the result's copy down remains."""
         shape = (low.shape[0], *size)
         if self._masks is None or self._masks.shape != shape or self._masks.dtype != np.dtype(dtype):

@@ -21,10 +21,11 @@ class BuildConfig:
     opt_objects / opt_points: the shapes TensorRT tunes kernels for (1 object, tracking feeds 1 padding
         point and a click feeds 1-2).
     memory_slots / ptr_slots: memory-bank capacities M and P, from the model manifest's bank.
-    max_frame_side: largest frame height/width the GPU preprocessing engine accepts.
+    max_frame_side: largest frame height/width the GPU preprocessing engine accepts, and largest mask side the
+        GPU postprocessing engine makes (larger mask sizes are made on the host).
     tf32: let TensorRT run FP32 matmuls/convolutions in TF32 (faster on Ampere and newer, ~1e-3 relative error
         that no CPU verification has seen). Off by default; never on for the preprocessing engines, whose
-        Pillow-exact resize weights need full FP32 (see ``for_graph``).
+        Pillow-exact resize weights need full FP32, nor the postprocessing engine (see ``for_graph``).
     """
 
     max_objects: int = 16
@@ -73,8 +74,9 @@ class BuildConfig:
         return cls(**fields)
 
     def for_graph(self, graph: str) -> "BuildConfig":
-        """The config one graph's engine is built with: TF32 always off for the pixel-exact preprocessing."""
-        if self.tf32 and graph.startswith("preprocess"):
+        """The config one graph's engine is built with: TF32 always off for the pixel-exact preprocessing and
+        the postprocessing (thresholds at 0 must match the FP32 reference)."""
+        if self.tf32 and graph.startswith(("preprocess", "postprocess")):
             return replace(self, tf32=False)
         return self
 

@@ -167,8 +167,9 @@ def lint_file(path: str | Path, name: str | None = None) -> list[Violation]:
 
 
 def lint_model_dir(model_dir: str | Path) -> list[Violation]:
-    """Lint the four graphs of a model directory (FP32, FP16 or INT8) and the GPU preprocessing graphs."""
+    """Lint the four graphs of a model directory (FP32, FP16 or INT8) and the GPU pre/postprocessing graphs."""
     from sam2rt import contract as C
+    from sam2rt.engines.postprocess import postprocess_model
     from sam2rt.engines.preprocess import preprocess_models
     from sam2rt.manifest import load_manifest
 
@@ -176,4 +177,5 @@ def lint_model_dir(model_dir: str | Path) -> list[Violation]:
     found = [v for spec in C.GRAPHS for v in lint_file(manifest.graph_path(spec.name), spec.name)]
     for spec_name, model in preprocess_models(manifest.image_size).items():
         found += lint_model(model, spec_name)
+    found += lint_model(postprocess_model(manifest.image_size), C.POSTPROCESS.name)
     return found

@@ -1,4 +1,5 @@
-"""Build (or reuse) every engine of a model directory: the four graphs and the two GPU preprocessing graphs.
+"""Build (or reuse) every engine of a model directory: the four graphs, the two GPU preprocessing graphs and the
+GPU postprocessing graph.
 
 ``build_model_engines`` is the work of ``sam2rt build``; the builder and the device probe are parameters,
 so the caching and the manifest are tested without TensorRT.
@@ -17,6 +18,7 @@ from sam2rt.engines import builder as B
 from sam2rt.engines.cache import (DeviceInfo, cache_key, engine_entry, engine_manifest, save_engine_manifest,
                                   write_atomic, ENGINE_MANIFEST)
 from sam2rt.engines.config import BuildConfig
+from sam2rt.engines.postprocess import postprocess_onnx_bytes
 from sam2rt.engines.preprocess import preprocess_onnx_bytes, preprocess_spec
 from sam2rt.engines.profiles import graph_profiles
 from sam2rt.errors import Sam2rtError
@@ -32,7 +34,8 @@ def build_model_engines(model_dir: str | Path, out: str | Path, cfg: BuildConfig
 
     An engine whose cache key (device, TensorRT, ONNX SHA-256, precision, profiles, config) and file hash
     match the existing engines.json is kept as is. The preprocessing graphs are written as
-    out/preprocess_vertical_first.onnx and out/preprocess_horizontal_first.onnx.
+    out/preprocess_vertical_first.onnx and out/preprocess_horizontal_first.onnx, the postprocessing graph as
+    out/postprocess_masks.onnx.
     """
     manifest = load_manifest(model_dir)
     if manifest.precision == "int8-cpu":  # dynamic-quantization ops (MatMulInteger, ...) TensorRT does not parse
@@ -51,12 +54,15 @@ def build_model_engines(model_dir: str | Path, out: str | Path, cfg: BuildConfig
         prep = out / spec.filename
         write_atomic(prep, preprocess_onnx_bytes(manifest.image_size, vertical_first))
         sources[spec.name] = (spec, prep, "fp32")
+    post = out / C.POSTPROCESS.filename
+    write_atomic(post, postprocess_onnx_bytes(manifest.image_size))
+    sources[C.POSTPROCESS.name] = (C.POSTPROCESS, post, "fp32")
     old = _old_entries(out)
     entries = {}
     log(f"building TensorRT engines for {manifest.model_name} @{manifest.image_size} ({manifest.precision}) on "
         f"{device.gpu} (compute {device.compute_capability}), TensorRT {device.tensorrt} -> {out}")
     for i, (name, (spec, onnx_path, precision)) in enumerate(sources.items(), 1):
-        graph_cfg = cfg.for_graph(name)  # TF32 never on for the preprocessing graphs
+        graph_cfg = cfg.for_graph(name)  # TF32 never on for the pre/postprocessing graphs
         profiles = {k: p.to_json() for k, p in graph_profiles(spec, manifest.image_size, cfg).items()}
         file = f"{name}.engine"
         key = cache_key(device, sha256_file(onnx_path), precision, profiles, graph_cfg)

@@ -30,12 +30,14 @@ def dim_ranges(cfg: BuildConfig) -> dict[str, tuple[int, int, int]]:
 
     B objects 1..max_objects (opt 1); N points 1..max_points + 2 (opt 2: a click, or tracking's one
     padding point, is the common case); M memory slots and P pointer slots 1..capacity (opt = capacity: the
-    steady state of tracking, once the bank is full); H, W frame size 32..max_frame_side (opt 1080p).
+    steady state of tracking, once the bank is full); H, W frame size 32..max_frame_side (opt 1080p); Hm, Wm
+    the postprocessing's mask size 1..max_frame_side (opt 1080p).
     """
     side = cfg.max_frame_side
     return {"B": (1, cfg.opt_objects, cfg.max_objects), "N": (1, cfg.opt_points, cfg.max_points_fed),
             "M": (1, cfg.memory_slots, cfg.memory_slots), "P": (1, cfg.ptr_slots, cfg.ptr_slots),
-            "H": (32, min(1080, side), side), "W": (32, min(1920, side), side)}
+            "H": (32, min(1080, side), side), "W": (32, min(1920, side), side),
+            "Hm": (1, min(1080, side), side), "Wm": (1, min(1920, side), side)}
 
 
 def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig) -> dict[str, Profile]:
@@ -69,8 +71,9 @@ def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig) -> dict
 
 
 def all_profiles(image_size: int, cfg: BuildConfig) -> dict[str, dict[str, Profile]]:
-    """Profiles of the four graphs and the two preprocessing graphs, keyed by graph name."""
-    return {spec.name: graph_profiles(spec, image_size, cfg) for spec in (*C.GRAPHS, *C.PREPROCESS_GRAPHS)}
+    """Profiles of the four graphs, the two preprocessing graphs and the postprocessing graph, by graph name."""
+    return {spec.name: graph_profiles(spec, image_size, cfg)
+            for spec in (*C.GRAPHS, *C.PREPROCESS_GRAPHS, C.POSTPROCESS)}
 
 
 def check_within(graph: str, dims: dict[str, int], limits: dict[str, int]) -> None:
@@ -82,7 +85,8 @@ def check_within(graph: str, dims: dict[str, int], limits: dict[str, int]) -> No
                                                           "--max-points N"),
              "M": ("memory slots", "a model exported with more --cond-slots"),
              "P": ("object-pointer slots", "a model exported with more --cond-slots"),
-             "H": ("frame height", "a smaller frame"), "W": ("frame width", "a smaller frame")}
+             "H": ("frame height", "a smaller frame"), "W": ("frame width", "a smaller frame"),
+             "Hm": ("mask height", "a smaller mask_size"), "Wm": ("mask width", "a smaller mask_size")}
     for d, size in dims.items():
         limit = limits.get(d)
         if limit is not None and size > limit:

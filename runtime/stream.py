@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.runtime import prompts as P
 from sam2rt.runtime.bank import SelectionRules
+from sam2rt.runtime.cuda import Buf
 from sam2rt.runtime.device_bank import DeviceBank
 from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, HostExecutor,
                                         relayout)
@@ -193,8 +195,18 @@ class StreamTracker:
         self._scores = objs["object_score_logits"].mirror[:, 0].copy()
         if output == "result":
             return make_result(new, self.obj_ids, self._masks, self._scores, self._size,
-                               threshold=getattr(self.executor, "masks", None), **options)
+                               threshold=self._threshold(objs["low_res_masks"], low), **options)
         return self.obj_ids, self.engine.to_video_res(self._masks, *self._size)
+
+    def _threshold(self, step_logits: Buf, low: np.ndarray) -> Any:
+        """The executor's ``masks`` hook (None: the host's threshold_resize). It may bind the step's logits
+        buffer where it holds exactly ``self._masks`` (no hole filled: an 8 us/object compare), else it uploads
+        the filled logits; either way the masks equal the host path's."""
+        hook = getattr(self.executor, "masks", None)
+        if hook is None:
+            return None
+        same = self.fill_hole_area <= 0 or np.array_equal(self._masks, low)
+        return partial(hook, device=step_logits if same else None)
 
     # ---- prompts -----------------------------------------------------------------------------------
     def add_new_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, bbox=None, mask=None,

@@ -24,6 +24,7 @@ from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
 from sam2rt.runtime.backends import GraphRunner
 from sam2rt.runtime.cuda import Buf, CudaAllocator, GraphCache, Stream, import_cudart
+from sam2rt.runtime.device_masks import DeviceMasks
 
 STEP_GRAPHS = (C.MEMORY_ATTENTION.name, C.MASK_DECODER.name, C.MEMORY_ENCODER.name)  # what the captured step runs
 
@@ -213,9 +214,9 @@ def allocator_scratch(allocator: CudaAllocator, rounder: TrtEngine) -> Buf:
 
 
 class TrtExecutor:
-    """The tracker's executor on TensorRT: device buffers, one stream, GPU preprocessing of uint8 frames, and a
-    CUDA graph per (buffer generation, key) replayed from the second time a key is seen; capture failures fall
-    back to direct execution, once warned.
+    """The tracker's executor on TensorRT: device buffers, one stream, GPU preprocessing of uint8 frames, GPU
+    thresholding/resizing of results (``masks``), and a CUDA graph per (buffer generation, key) replayed from
+    the second time a key is seen; capture failures fall back to direct execution, once warned.
 
     Contexts: its own, never a TrtRunner's. ``step`` contexts are used only inside the captured step, ``direct``
     contexts for everything else (preprocessing, image encoder, prompts), so a replay never meets a context
@@ -235,6 +236,8 @@ class TrtExecutor:
         self._frame: dict[str, Buf] = {}
         self._prep_graph = C.PREPROCESS_VERTICAL_FIRST.name  # set per frame size in preprocess
         self._capturing = False
+        self.post = DeviceMasks(self.allocator, self.stream, self.direct.get(C.POSTPROCESS.name),
+                                C.resolve_dims(image_size)["h4"], max_frame_side)
 
     @property
     def generation(self) -> int:
@@ -286,6 +289,12 @@ class TrtExecutor:
         self.rounder.enqueue(self.stream)
         self.allocator.copy(slot, scratch)
 
+    def masks(self, low: np.ndarray, size: tuple[int, int], dtype: type, device: Buf | None = None) -> np.ndarray:
+        """(K, 1, h4, h4) logits -> (K, H', W') ``dtype`` masks made by the postprocessing engine; only the masks
+        come down. ``device``: the step's ``low_res_masks`` buffer when it holds exactly ``low`` (no hole
+        filled), else ``low`` is uploaded (see ``DeviceMasks``)."""
+        return self.post(low, size, dtype, device)
+
     def release(self, buffers: Any) -> None:
         """Free ``buffers`` and every graph captured so far: they hold addresses that are about to go."""
         self.graphs.drop()
@@ -297,6 +306,7 @@ class TrtExecutor:
     def close(self) -> None:
         self.graphs.drop()
         self._free_frame()
+        self.post.close()
         self.allocator.close()
 
 

@@ -39,5 +39,5 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timing-cache", type=Path, default=None, help="persistent timing cache file (faster rebuilds)")
     p.add_argument("--tf32", action="store_true",
                    help="let FP32 matmuls/convolutions run in TF32 (faster on Ampere+, not verified on CPU; "
-                        "never for the preprocessing engines)")
+                        "never for the pre/postprocessing engines)")
     p.set_defaults(func=_cmd_build)

@@ -41,5 +41,5 @@ def add_lint(sub: argparse._SubParsersAction) -> None:
     """Register ``sam2rt lint``."""
     p = sub.add_parser("lint", help="check exported graphs against what TensorRT 10.3 can parse (no GPU needed)")
     p.add_argument("paths", type=Path, nargs="+", metavar="MODEL_DIR|FILE.onnx",
-                   help="model directories (their four graphs and the preprocessing graphs) or ONNX files")
+                   help="model directories (their four graphs and the pre/postprocessing graphs) or ONNX files")
     p.set_defaults(func=_cmd_lint)

@@ -175,6 +175,21 @@ PREPROCESS_VERTICAL_FIRST = GraphSpec("preprocess_vertical_first", _PREPROCESS_I
 PREPROCESS_HORIZONTAL_FIRST = GraphSpec("preprocess_horizontal_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)
 PREPROCESS_GRAPHS: tuple[GraphSpec, ...] = (PREPROCESS_VERTICAL_FIRST, PREPROCESS_HORIZONTAL_FIRST)
 
+# GPU postprocessing (TensorRT path): made by sam2rt.engines.postprocess, not exported from PyTorch. Hm, Wm are
+# the mask size asked for (the video size by default; dynamic); the bilinear weights (align_corners=False, no
+# antialias: ``runtime.outputs.threshold_resize``) are made once per mask size on the host. The output is bool
+# (0/1 bytes, viewed as uint8 on the host at no cost) rather than a Cast to UINT8, which TensorRT restricts.
+MASK_DIMS = ("Hm", "Wm")
+POSTPROCESS = GraphSpec(
+    name="postprocess_masks",
+    inputs=(
+        _t("low_res_masks", "float32", ("B", 1, "h4", "h4"), "the step's mask logits (holes filled, as the host's)"),
+        _t("resize_rows", "float32", ("Hm", "h4"), "vertical bilinear weights, two taps per row"),
+        _t("resize_cols", "float32", ("h4", "Wm"), "horizontal bilinear weights, transposed"),
+    ),
+    outputs=(_t("masks", "bool", ("B", "Hm", "Wm"), "resize_rows @ logits @ resize_cols > 0 (width pass first)"),),
+)
+
 # Values stored beside the graphs in constants.npz (used on the rare mask-prompt path, on the host).
 CONSTANTS = {
     "no_obj_ptr": "(256,) pointer of an absent object",

@@ -96,3 +96,4 @@ def test_preprocessing_engines_never_get_tf32() -> None:
     assert cfg.for_graph("image_encoder").tf32
     assert not cfg.for_graph("preprocess_vertical_first").tf32
     assert not cfg.for_graph("preprocess_horizontal_first").tf32
+    assert not cfg.for_graph("postprocess_masks").tf32  # thresholds at 0 match the FP32 reference

@@ -38,7 +38,8 @@ def test_build_writes_manifest_and_reuses_unchanged_engines(model: Path, tmp_pat
     out, fake = tmp_path / "engines", FakeBuilder()
     cfg = BuildConfig(max_objects=4, max_points=3)
     build_model_engines(model, out, cfg, build_fn=fake, device=DEVICE, log=lambda s: None)
-    assert sorted(fake.calls) == sorted([g.name for g in (*C.GRAPHS, *C.PREPROCESS_GRAPHS)])
+    assert sorted(fake.calls) == sorted([g.name for g in (*C.GRAPHS, *C.PREPROCESS_GRAPHS, C.POSTPROCESS)])
+    assert (out / C.POSTPROCESS.filename).is_file()
     raw = load_engine_manifest(out, model)
     assert raw["device"] == DEVICE.to_json()
     assert raw["engines"]["mask_decoder"]["profiles"]["point_coords"]["max"] == [4, 5, 2]

@@ -31,10 +31,20 @@ def test_attention_profile_tunes_for_a_full_bank() -> None:
 
 def test_every_graph_has_profiles_for_its_dynamic_inputs() -> None:
     profiles = all_profiles(256, BuildConfig())
-    assert set(profiles) == {g.name for g in (*C.GRAPHS, *C.PREPROCESS_GRAPHS)}
+    assert set(profiles) == {g.name for g in (*C.GRAPHS, *C.PREPROCESS_GRAPHS, C.POSTPROCESS)}
     assert profiles["image_encoder"] == {}
     for g in C.PREPROCESS_GRAPHS:
         assert profiles[g.name]["frame"].max == (4096, 4096, 3)
+
+
+def test_postprocess_profile_takes_any_object_count_and_mask_size() -> None:
+    """Objects 1..max_objects, mask sides 1..max_frame_side (opt 1080p), the logits at h4 x h4."""
+    p = graph_profiles(C.POSTPROCESS, 1024, BuildConfig(max_objects=8, max_frame_side=2048))
+    assert p["low_res_masks"] == ((1, 1, 256, 256), (1, 1, 256, 256), (8, 1, 256, 256))
+    assert p["resize_rows"] == ((1, 256), (1080, 256), (2048, 256))
+    assert p["resize_cols"] == ((256, 1), (256, 1920), (256, 2048))
+    with pytest.raises(Sam2rtError, match="mask width"):
+        check_within(C.POSTPROCESS.name, {"B": 1, "Hm": 720, "Wm": 4097}, {"B": 16, "Hm": 4096, "Wm": 4096})
 
 
 def test_limits_name_the_build_flag() -> None:

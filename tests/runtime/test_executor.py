@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.cuda import Buf, HostAllocator
 from sam2rt.runtime.device_step import HostExecutor
@@ -282,3 +283,86 @@ def test_trt_executor_rounds_the_bank_through_scratch() -> None:
     ex.round_bank(memory.slot(1))
     np.testing.assert_array_equal(memory.array[1], expected)
     assert not np.array_equal(memory.array[0], bf16_round_(memory.array[0].copy()))  # other slots untouched
+
+
+class _RecordingAllocator(HostAllocator):
+    """A host allocator that records which buffers cross between host and device."""
+
+    def __init__(self) -> None:
+        self.uploads: list[tuple] = []
+        self.downloads: list[tuple] = []
+
+    def upload(self, buf: Buf, stream=None) -> None:
+        self.uploads.append(buf.shape)
+
+    def download(self, buf: Buf, stream=None) -> None:
+        self.downloads.append(buf.shape)
+
+
+class _FakePostprocess:
+    """What the postprocessing engine computes, on the bound host-backed buffers (its ONNX graph is checked
+    against threshold_resize in tests/engines/test_postprocess.py)."""
+
+    def __init__(self) -> None:
+        self.bound: list[dict[str, Buf]] = []
+
+    def bind(self, tensors: dict[str, Buf]) -> None:
+        assert set(tensors) == {t.name for t in C.POSTPROCESS.inputs + C.POSTPROCESS.outputs}
+        self.bound.append(dict(tensors))
+
+    def enqueue(self, stream) -> None:
+        t = self.bound[-1]
+        logits = t["resize_rows"].array @ t["low_res_masks"].array @ t["resize_cols"].array  # (K, 1, H', W')
+        np.copyto(t["masks"].array, logits[:, 0] > 0)
+
+
+def _masks_executor(context=None, max_side: int = 4096):
+    from sam2rt.runtime import trt_backend
+    from sam2rt.runtime.device_masks import DeviceMasks
+
+    ex = object.__new__(trt_backend.TrtExecutor)
+    ex.allocator, ex.stream = _RecordingAllocator(), None
+    ex.post = DeviceMasks(ex.allocator, ex.stream, context, 64, max_side)
+    return ex
+
+
+def test_trt_executor_masks_bind_the_step_logits_and_download_only_the_masks() -> None:
+    """TrtExecutor.masks with a fake engine: binds the step's low_res_masks buffer and the (H', h4) / (h4, W')
+    weights (uploaded once per size), downloads only the (K, H', W') masks; equal to threshold_resize."""
+    from sam2rt.runtime.outputs import threshold_resize
+
+    post = _FakePostprocess()
+    ex = _masks_executor(post)
+    step = ex.allocator.alloc((3, 1, 64, 64), np.float32, mirrored=True)
+    step.array[...] = np.random.default_rng(0).standard_normal(step.shape) * 4
+    got = ex.masks(step.array.copy(), (72, 128), bool, device=step)
+    np.testing.assert_array_equal(got, threshold_resize(step.array, (72, 128)))
+    bound = post.bound[-1]
+    assert bound["low_res_masks"].ptr == step.ptr  # the device logits themselves: no upload of them
+    assert bound["resize_rows"].shape == (72, 64) and bound["resize_cols"].shape == (64, 128)
+    assert bound["masks"].shape == (3, 72, 128) and bound["masks"].dtype == np.bool_
+    assert sorted(ex.allocator.uploads) == [(64, 128), (72, 64)]  # the weights, once
+    assert ex.allocator.downloads == [(3, 72, 128)]
+    ex.allocator.uploads.clear()
+    got = ex.masks(step.array.copy(), (72, 128), np.uint8, device=step)  # same size: nothing uploaded
+    assert ex.allocator.uploads == [] and got.dtype == np.uint8 and set(np.unique(got)) <= {0, 1}
+    np.testing.assert_array_equal(got, threshold_resize(step.array, (72, 128), np.uint8))
+
+
+def test_trt_executor_masks_upload_filled_logits_and_fall_back_on_the_host() -> None:
+    """Without a device buffer (holes filled on the host) the logits are uploaded; sizes beyond the profile
+    and engine directories without the postprocessing engine use the host's threshold_resize (warned)."""
+    from sam2rt.runtime.outputs import threshold_resize
+
+    post = _FakePostprocess()
+    ex = _masks_executor(post, max_side=256)
+    low = (np.random.default_rng(1).standard_normal((2, 1, 64, 64)) * 4).astype(np.float32)
+    got = ex.masks(low, (30, 50), bool)
+    np.testing.assert_array_equal(got, threshold_resize(low, (30, 50)))
+    assert (2, 1, 64, 64) in ex.allocator.uploads and ex.allocator.downloads == [(2, 30, 50)]
+    calls = len(post.bound)
+    np.testing.assert_array_equal(ex.masks(low, (300, 50), bool), threshold_resize(low, (300, 50)))
+    assert len(post.bound) == calls  # beyond max_side: on the host
+    old = _masks_executor(None)
+    with pytest.warns(UserWarning, match="rebuild the engines"):
+        np.testing.assert_array_equal(old.masks(low, (30, 50), bool), threshold_resize(low, (30, 50)))

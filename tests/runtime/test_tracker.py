@@ -167,6 +167,30 @@ def test_result_outputs_match_the_logits(small_tracker, clip) -> None:
     assert small.masks.dtype == np.bool_ and (small.masks == ref).mean() > 0.9999
 
 
+def test_result_output_hands_the_step_logits_to_the_executor_masks_hook(small_tracker, clip, monkeypatch) -> None:
+    """A device executor's ``masks`` hook (TensorRT: the postprocessing engine) gets the step's low_res_masks
+    buffer when it holds the results (no hole filled), and no buffer once hole filling changed them (the
+    filled logits are then uploaded), so the device masks equal the host path's either way."""
+    from sam2rt.runtime.outputs import threshold_resize
+
+    _, frames = clip
+    tr, calls = small_tracker, []
+
+    def hook(low, size, dtype, device=None):
+        calls.append(device)
+        return threshold_resize(low, size, dtype)
+
+    monkeypatch.setattr(tr.executor, "masks", hook, raising=False)
+    tr.load_first_frame(frames[0])
+    tr.add_new_prompt(0, 1, points=[[420, 260]], labels=[1])
+    res = tr.track(frames[1], output="result")
+    assert calls[-1] is not None and calls[-1].ptr == tr._objs["low_res_masks"].ptr
+    np.testing.assert_array_equal(res.masks, threshold_resize(res.low_res_logits, frames[0].shape[:2]))
+    monkeypatch.setattr(tr, "fill_hole_area", 10**6)  # every background component is a hole: all filled
+    res = tr.track(frames[2], output="result", mask_size=(50, 60))
+    assert calls[-1] is None and res.masks.shape == (1, 50, 60) and res.masks.all()
+
+
 def test_fill_holes_near_equals_fill_holes() -> None:
     """The bounding-box hole filling equals imageops.fill_holes on random planes and planted holes."""
     from sam2rt.runtime.imageops import fill_holes
