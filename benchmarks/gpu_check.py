@@ -5,7 +5,8 @@ device and pinned allocations, copies up and down with their values checked, one
 "tracking step" of device copies (standing in for engines) captured as a CUDA graph and replayed with new
 inputs, and two sessions in a row (buffers freed and reallocated: the first session's graphs must not be
 replayed, and the second session's values must be right). Where TensorRT is installed too, it exports a small
-model, builds its engines and runs ``sam2rt verify --backend trt`` and ``sam2rt bench --backend trt``.
+model, builds its engines, checks the postprocessing engine's masks against the host's ``threshold_resize``
+and runs ``sam2rt verify --backend trt`` and ``sam2rt bench --backend trt``.
 Exit status 0 when everything ran and matched, 1 on a wrong value or failed command, 2 without a CUDA GPU.
 """
 
@@ -106,6 +107,52 @@ def tensorrt_stack(work: Path) -> None:
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "sam2rt", *args])
         expect(done.returncode == 0, f"sam2rt {args[0]} ({time.perf_counter() - t0:.1f} s)")
+        if args[0] == "build":
+            postprocess_engine(model)
+
+
+def postprocess_engine(model: Path) -> None:
+    """The postprocessing engine (TF32 off) against ``outputs.threshold_resize``: mask-like logits, 1 and 4
+    objects, up- and downscaling, through an upload and through a device buffer bound as it is."""
+    from sam2rt import contract as C
+    from sam2rt.engines.postprocess import resize_matrices
+    from sam2rt.manifest import load_manifest
+    from sam2rt.runtime.cuda import CudaAllocator, Stream
+    from sam2rt.runtime.device_masks import DeviceMasks
+    from sam2rt.runtime.outputs import threshold_resize
+    from sam2rt.runtime.trt_backend import load_engines
+
+    engines, cfg = load_engines(model)
+    h4 = C.resolve_dims(load_manifest(model).image_size)["h4"]
+    stream = Stream()
+    alloc = CudaAllocator(stream)
+    post = DeviceMasks(alloc, stream, engines[C.POSTPROCESS.name].context(), h4, cfg.max_frame_side)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:h4, :h4].astype(np.float32)
+    for K in (1, 4):
+        low = np.stack([(r / 2 - np.hypot(yy - cy, xx - cx))[None] * s
+                        for cy, cx, r, s in rng.uniform(h4 / 8, h4 * 7 / 8, (K, 4)) / [1, 1, 1, h4 / 8]])
+        low = low.astype(np.float32)  # (K, 1, h4, h4) discs of varied radius and slope
+        step = alloc.alloc(low.shape, np.float32, mirrored=True)
+        np.copyto(step.mirror, low)
+        alloc.upload(step)
+        for size in ((720, 1280), (1080, 1920), (50, 30)):
+            ref = threshold_resize(low, size)
+            uploaded, bound = post(low, size, bool), post(low, size, np.uint8, device=step)
+            t0 = time.perf_counter()
+            for _ in range(10):
+                post(low, size, bool, device=step)
+            ms = (time.perf_counter() - t0) * 100
+            feeds = resize_matrices(h4, *size)
+            exact = feeds["resize_rows"].astype(np.float64) @ low.astype(np.float64) @ feeds["resize_cols"]
+            near_zero = np.abs(exact[:, 0]) < 1e-4  # where float32 summation order may decide the sign
+            off = [int(((m != ref) & ~near_zero).sum()) for m in (uploaded, bound.astype(bool))]
+            ties = int(((uploaded != ref) & near_zero).sum())
+            expect(off == [0, 0], f"postprocess engine K={K} {size}: masks equal threshold_resize ({ties} pixel(s) "
+                                  f"within float rounding of 0 differ; {ms:.2f} ms per call with the download)")
+        alloc.free(step)
+    post.close()
+    alloc.close()
 
 
 def main(argv: list[str] | None = None) -> int:
