@@ -241,6 +241,7 @@ class StreamTracker:
         self._prompt.store(b, low, ptr, score)
         self._points[b] = None if pts is None else (pts, lbl)
         self._cond_now[b] = is_cond
+        self._masks, self._scores = self._masks.copy(), self._scores.copy()  # a returned TrackResult keeps its own
         self._masks[b], self._scores[b] = low[0], score
         return t, self.obj_ids, self.engine.to_video_res(self._masks, H, W)
 
