@@ -15,9 +15,10 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from sam2rt import contract as C
+from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.backends import GraphRunner
 from sam2rt.runtime.cuda import Buf, HostAllocator
-from sam2rt.runtime.imageops import bf16_round_, preprocess_official
+from sam2rt.runtime.imageops import bf16_round_, preprocessor
 
 # The per-frame image tensors (independent of the object count). vision_feat is double-buffered: frame t's
 # memory is encoded during frame t+1's step (so a correction on frame t still sees frames t-6..t-1), after
@@ -117,13 +118,15 @@ class HostExecutor:
     round_bf16: round each written memory slot to bfloat16 like the official predictor.
     """
 
-    def __init__(self, runners: dict[str, GraphRunner], image_size: int, round_bf16: bool = True) -> None:
+    def __init__(self, runners: dict[str, GraphRunner], image_size: int, round_bf16: bool = True,
+                 preprocess: str = "official") -> None:
         self.runners, self.image_size, self.round_bf16 = runners, image_size, round_bf16
+        self._preprocess = preprocessor(preprocess)
         self.allocator = HostAllocator()
         self.generation = 0
 
     def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
-        np.copyto(image.array, preprocess_official(rgb, self.image_size))
+        np.copyto(image.array, self._preprocess(rgb, self.image_size))
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         spec = C.GRAPHS_BY_NAME[graph]
@@ -143,3 +146,17 @@ class HostExecutor:
 
     def synchronize(self) -> None:
         """Synchronous."""
+
+
+def default_executor(runners: dict[str, GraphRunner], image_size: int, backend: str,
+                     preprocess: str = "official") -> Executor:
+    """The executor a tracker on ``backend`` runs on: TensorRT's (device buffers, GPU preprocessing) for
+    "trt", the host executor (numpy buffers, ``preprocess`` "official" or "fast") for the others."""
+    if backend != "trt":
+        return HostExecutor(runners, image_size, preprocess=preprocess)
+    if preprocess != "official":
+        raise Sam2rtError(f"preprocess={preprocess!r} applies to the ONNX Runtime backends; on TensorRT frames are "
+                          "resized on the GPU, exactly as the official predictor does (preprocess=\"official\")")
+    from sam2rt.runtime.trt_backend import executor_for
+
+    return executor_for(runners)

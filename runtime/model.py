@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sam2rt import contract as C
-from sam2rt.runtime.device_step import FRAME_TENSORS, OBJECT_TENSORS, HostExecutor, planned_bytes
+from sam2rt.runtime.device_step import FRAME_TENSORS, OBJECT_TENSORS, default_executor, planned_bytes
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.stream import StreamTracker
 
@@ -33,14 +33,14 @@ class Model:
     def image_size(self) -> int:
         return self.engine.size
 
-    def stream(self, fill_hole_area: int | None = None, bgr: bool = False) -> StreamTracker:
-        """A new StreamTracker sharing this model's graphs (its own bank and buffers)."""
-        if self.backend == "trt":
-            from sam2rt.runtime.trt_backend import executor_for
+    def stream(self, fill_hole_area: int | None = None, bgr: bool = False,
+               preprocess: str = "official") -> StreamTracker:
+        """A new StreamTracker sharing this model's graphs (its own bank and buffers).
 
-            executor = executor_for(self.engine.runners)
-        else:
-            executor = HostExecutor(self.engine.runners, self.engine.size)
+        preprocess: "official" (bit-exact, the default; what TensorRT does on the GPU) or "fast" (OpenCV,
+        ONNX Runtime backends only).
+        """
+        executor = default_executor(self.engine.runners, self.engine.size, self.backend, preprocess)
         return StreamTracker(engine=self.engine, executor=executor, fill_hole_area=fill_hole_area, bgr=bgr)
 
     def stream_bytes(self, objects: int = 1, points: int = 18) -> int:

@@ -66,6 +66,20 @@ def threshold_resize(low: np.ndarray, size: tuple[int, int], dtype: type = bool)
     return out
 
 
+def logits_at(low: np.ndarray, size: tuple[int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(K, 1, h, w) logits -> (K, N) float32 bilinear logits at the N pixels (ys, xs) of the ``size`` (H, W) frame.
+
+    The same taps and the same float32 operation order as :func:`threshold_resize`, so a value here is > 0
+    exactly where that function's mask is True; only (K, N) floats are made.
+    """
+    (H, W), plane = size, low[:, 0]
+    r0, r1, rw0, rw1 = (a[ys] for a in _taps(low.shape[-2], H))
+    c0, c1, cw0, cw1 = (a[xs] for a in _taps(low.shape[-1], W))
+    top = plane[:, r0, c0] * cw0 + plane[:, r0, c1] * cw1  # width first, as threshold_resize
+    bottom = plane[:, r1, c0] * cw0 + plane[:, r1, c1] * cw1
+    return top * rw0 + bottom * rw1
+
+
 def fill_holes_near(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
     """``imageops.fill_holes`` computed only inside each mask's foreground bounding box (same result).
 

@@ -35,7 +35,7 @@ from sam2rt.runtime import prompts as P
 from sam2rt.runtime.bank import SelectionRules
 from sam2rt.runtime.cuda import Buf
 from sam2rt.runtime.device_bank import DeviceBank
-from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, HostExecutor,
+from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, default_executor,
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input
@@ -49,23 +49,21 @@ class StreamTracker:
     model_dir: an exported model (``sam2rt export``). backend: "ort", "ort-gpu" or "trt" (engines in
     ``engine_dir``, default MODEL_DIR/engines). threads: 0 lets the backend choose.
     fill_hole_area: None takes the model's setting; 0 disables it (as the official predictor on CPU).
-    bgr: frames arrive in OpenCV's BGR order and are converted.
+    bgr: frames arrive in OpenCV's BGR order and are converted. preprocess: "official" (bit-exact resize, as
+    the official predictor; on TensorRT it runs on the GPU) or "fast" (OpenCV resize, ONNX Runtime only).
     engine/executor: share a loaded model between streams (``sam2rt.runtime.model.Model.stream``).
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "ort", threads: int = 0,
                  fill_hole_area: int | None = None, bgr: bool = False, engine_dir: str | Path | None = None,
-                 engine: Engine | None = None, executor: Executor | None = None) -> None:
+                 preprocess: str = "official", engine: Engine | None = None,
+                 executor: Executor | None = None) -> None:
         if engine is None:
             if model_dir is None:
                 raise Sam2rtError("StreamTracker needs a model directory (or a loaded engine)")
-            engine = Engine(model_dir, backend=backend, threads=threads, engine_dir=engine_dir)
+            engine = Engine(model_dir, backend=backend, threads=threads, engine_dir=engine_dir, preprocess=preprocess)
         self.engine = engine
-        if executor is None and backend == "trt":
-            from sam2rt.runtime.trt_backend import executor_for
-
-            executor = executor_for(engine.runners)
-        self.executor: Executor = executor or HostExecutor(engine.runners, engine.size)
+        self.executor: Executor = executor or default_executor(engine.runners, engine.size, backend, preprocess)
         self.rules = SelectionRules.from_tracking(engine.tracking)
         self.fill_hole_area = engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.bgr = bgr
@@ -255,6 +253,7 @@ class StreamTracker:
         self._prompt.store(b, low, ptr, score)
         self._points[b] = None if pts is None else (pts, lbl)
         self._cond_now[b] = is_cond
+        self._masks, self._scores = self._masks.copy(), self._scores.copy()  # a returned TrackResult keeps its own
         self._masks[b], self._scores[b] = low[0], score
         return t, self.obj_ids, self.engine.to_video_res(self._masks, H, W)
 

@@ -48,7 +48,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "backend": ("ort", "ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu) or trt (TensorRT engines)"),
     "engine_dir": ("", "TensorRT engine directory; empty: MODEL/engines"),
     "threads": (0, "inference threads; 0: the backend's default"),
-    "preprocess": ("official", "official (bit-exact resize, as the official predictor) or fast (OpenCV)"),
     "input_encoding": ("", "treat every frame as this encoding (rgb8, bgr8, mono8); empty: the message's"),
     "max_objects": (0, "prompts that would track more objects are refused; 0: the model's bank capacity"),
     "publish_masks": (False, "also publish one mono8 mask (0/255) per object on ~/masks/obj_<id>"),
@@ -79,7 +78,7 @@ class Sam2rtNode(Node):
         from sam2rt.runtime.stream import StreamTracker  # onnxruntime: only once the node really starts
 
         tracker = StreamTracker(p["model"], backend=p["backend"], threads=p["threads"],
-                                preprocess=p["preprocess"], engine_dir=p["engine_dir"] or None)
+                                engine_dir=p["engine_dir"] or None)
         self._publish_masks = bool(p["publish_masks"])
         self._mask_pubs: dict[int, Any] = {}  # obj_id -> publisher; touched by the worker thread only
         self._remove_srvs: dict[int, Any] = {}  # obj_id -> service; touched in the services group only

@@ -1,18 +1,21 @@
-"""What the node publishes per frame, computed from ``StreamTracker.track``'s mask logits (numpy only).
+"""What the node publishes per frame, from ``StreamTracker.track(rgb, output="result")`` (numpy only).
 
-``summarize`` is the one place that turns ``(obj_ids, logits (K, 1, H, W))`` into a label image, per-object
-masks, presence, boxes and areas, so it can switch to the tracker's own outputs (object scores, boxes,
-uint8 masks) when the tracker provides them, without touching the node.
+``summarize`` is the one place that turns a :class:`~sam2rt.runtime.outputs.TrackResult` into a label image,
+per-object masks, presence, boxes and areas. It never makes full-size float logits: masks, object scores and
+boxes come from the tracker; only where masks overlap are logits interpolated, at those pixels alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from sam2rt.runtime.outputs import TrackResult, logits_at
+
 MAX_MONO8_OBJECTS = 255  # label values 1..255 fit mono8; more objects need mono16
+OVERLAP_CHUNK = 1 << 16  # overlapping pixels resolved at a time: bounds the float temporary to (K, chunk)
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,8 @@ class FrameObjects:
 
     obj_ids: K ids. labels: (H, W) uint8 (K <= 255) or uint16, 0 = background. masks: (K, H, W) bool,
     each object's own mask (masks of different objects may overlap; ``labels`` shows one per pixel).
-    presence: (K,) float32 in [0, 1]. boxes: per object ``[x0, y0, x1, y1]`` pixel edges (x1, y1 exclusive)
+    presence: (K,) float32 in [0, 1], sigmoid of the object score logit. present: (K,) bool, the tracker's
+    presence (object score logit > 0). boxes: per object ``[x0, y0, x1, y1]`` pixel edges (x1, y1 exclusive)
     or None when the mask is empty. areas: (K,) int64 pixel counts of ``masks``.
     """
 
@@ -29,37 +33,50 @@ class FrameObjects:
     labels: np.ndarray
     masks: np.ndarray
     presence: np.ndarray
+    present: np.ndarray
     boxes: list[list[int] | None]
     areas: np.ndarray
 
 
-def summarize(obj_ids: Sequence[int], logits: np.ndarray | None, height: int, width: int) -> FrameObjects:
-    """``track``'s ``(obj_ids, logits (K, 1, H, W) float32)`` -> FrameObjects; ``logits`` None means no object.
+def summarize(result: TrackResult | None, height: int, width: int) -> FrameObjects:
+    """``track(rgb, output="result", mask_dtype=bool)``'s TrackResult -> FrameObjects; None means no object.
 
-    A pixel covered by several objects gets the label of the one with the highest logit there.
+    A pixel covered by several objects gets the label of the one with the highest bilinear logit there
+    (ties: the earlier object in output order); see :func:`label_image`.
     """
-    ids = [int(i) for i in obj_ids]
-    if logits is None or not ids:
+    if result is None or not result.obj_ids:
         return FrameObjects([], np.zeros((height, width), np.uint8), np.zeros((0, height, width), bool),
-                            np.zeros(0, np.float32), [], np.zeros(0, np.int64))
-    scores = logits[:, 0]  # (K, H, W)
-    masks = scores > 0  # (K, H, W)
-    dtype = np.uint8 if len(ids) <= MAX_MONO8_OBJECTS else np.uint16
-    winner = np.argmax(scores, axis=0)  # (H, W), the highest logit wins where objects overlap
-    labels = np.where(masks.any(axis=0), winner + 1, 0).astype(dtype)
-    # a stand-in for the tracker's object score: the official no-object gating pushes absent objects'
-    # logits to -1024, so sigmoid(max logit) is ~0 for them and >= 0.5 when any pixel is on
-    peak = scores.reshape(len(ids), -1).max(axis=1).astype(np.float64)
-    presence = (1.0 / (1.0 + np.exp(-np.clip(peak, -60.0, 60.0)))).astype(np.float32)
-    return FrameObjects(ids, labels, masks, presence, [_box(m) for m in masks], masks.sum(axis=(1, 2)))
+                            np.zeros(0, np.float32), np.zeros(0, bool), [], np.zeros(0, np.int64))
+    masks = np.asarray(result.masks, bool)
+    scores = np.asarray(result.scores, np.float64)
+    presence = (1.0 / (1.0 + np.exp(-np.clip(scores, -60.0, 60.0)))).astype(np.float32)
+    boxes = [None if box[0] < 0 else [int(box[0]), int(box[1]), int(box[2]) + 1, int(box[3]) + 1]
+             for box in result.boxes]  # inclusive corners -> pixel edges (x1, y1 exclusive)
+    return FrameObjects([int(i) for i in result.obj_ids], label_image(masks, result.low_res_logits), masks,
+                        presence, np.asarray(result.present, bool).copy(), boxes,
+                        masks.sum(axis=(1, 2), dtype=np.int64))
 
 
-def _box(mask: np.ndarray) -> list[int] | None:
-    """(H, W) bool -> [x0, y0, x1, y1] around the True pixels (x1, y1 exclusive), None when empty."""
-    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
-    if cols.size == 0:
-        return None
-    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+def label_image(masks: np.ndarray, low_res_logits: np.ndarray) -> np.ndarray:
+    """(K, H, W) bool masks -> (H, W) labels: k + 1 where object k's mask is on, 0 where no mask is.
+
+    Where several masks are on, the object whose logit, bilinearly interpolated from ``low_res_logits``
+    (K, 1, h, w) exactly as the masks were made (``runtime.outputs.logits_at``), is highest wins; a tie goes
+    to the earlier object. Logits are computed only at those pixels, ``OVERLAP_CHUNK`` pixels at a time.
+    """
+    K, H, W = masks.shape
+    labels = np.zeros((H, W), np.uint8 if K <= MAX_MONO8_OBJECTS else np.uint16)
+    covered, overlap = np.zeros((H, W), bool), np.zeros((H, W), bool)
+    for k in range(K):
+        labels[masks[k]] = k + 1
+        overlap |= covered & masks[k]
+        covered |= masks[k]
+    ys, xs = np.nonzero(overlap)
+    for i in range(0, ys.size, OVERLAP_CHUNK):
+        y, x = ys[i:i + OVERLAP_CHUNK], xs[i:i + OVERLAP_CHUNK]
+        logits = np.where(masks[:, y, x], logits_at(low_res_logits, (H, W), y, x), -np.inf)
+        labels[y, x] = np.argmax(logits, axis=0) + 1  # argmax: the first of equal maxima
+    return labels
 
 
 def summary_dict(result: FrameObjects, frame_idx: int, timing: dict[str, float]) -> dict[str, Any]:
@@ -67,7 +84,7 @@ def summary_dict(result: FrameObjects, frame_idx: int, timing: dict[str, float])
 
     ``objects[k]`` is the object with label value ``k + 1`` in the label image.
     """
-    objects = [{"label": k + 1, "obj_id": obj_id, "present": bool(result.areas[k] > 0),
+    objects = [{"label": k + 1, "obj_id": obj_id, "present": bool(result.present[k]),
                 "score": round(float(result.presence[k]), 4), "box": result.boxes[k], "area": int(result.areas[k])}
                for k, obj_id in enumerate(result.obj_ids)]
     height, width = result.labels.shape

@@ -177,11 +177,11 @@ class TrackerWorker:
             self.log("warn", f"frame size changed from {self._size[1]}x{self._size[0]} to {size[1]}x{size[0]}; "
                              f"the stream restarts and objects {self.tracker.obj_ids} are dropped")
         if self.tracker.obj_ids and size == self._size:
-            obj_ids, logits = self.tracker.track(rgb)
+            tracked = self.tracker.track(rgb, output="result", mask_dtype=bool)
         else:  # nothing to track: this frame starts the stream afresh, ready for prompts
             self.tracker.load_first_frame(rgb)
-            obj_ids, logits = [], None
-        result = summarize(obj_ids, logits, *size)
+            tracked = None
+        result = summarize(tracked, *size)
         done = time.perf_counter()
         timing = {"compute_ms": (done - t0) * 1e3, "latency_ms": (done - received) * 1e3}
         self._size, self._stamp = size, header_stamp(msg.header)

@@ -21,7 +21,8 @@ from ros_harness import image_msg  # noqa: E402  (tests/ros2 is on sys.path)
 
 from sam2rt.ros2.convert import image_to_rgb, mono_image, mono_to_array  # noqa: E402
 from sam2rt.ros2.prompts import parse_click, parse_json_prompts  # noqa: E402
-from sam2rt.ros2.results import summarize  # noqa: E402
+from sam2rt.ros2.results import summarize, summary_dict  # noqa: E402
+from sam2rt.runtime.outputs import make_result  # noqa: E402
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 
@@ -55,19 +56,59 @@ def test_mono_round_trip(dtype: type) -> None:
     assert np.array_equal(mono_to_array(msg), labels)
 
 
-def test_labels_boxes_areas_and_overlap() -> None:
-    logits = np.full((3, 1, 6, 8), -5.0, np.float32)
-    logits[0, 0, 1:3, 1:4] = 2.0  # object 10: rows 1-2, cols 1-3
-    logits[1, 0, 2:5, 3:6] = 1.0  # object 20 overlaps object 10 at (2, 3), with a lower logit
-    logits[2, 0] = -1024.0  # object 30 absent (no-object gating)
-    out = summarize([10, 20, 30], logits, 6, 8)
-    assert out.labels.dtype == np.uint8 and out.labels[2, 3] == 1 and out.labels[4, 5] == 2
-    assert set(np.unique(out.labels)) == {0, 1, 2}
-    assert out.boxes == [[1, 1, 4, 3], [3, 2, 6, 5], None] and out.areas.tolist() == [6, 9, 0]
-    assert out.presence[0] > 0.8 and out.presence[2] < 1e-6
-    many = summarize(list(range(300)), np.ones((300, 1, 2, 2), np.float32), 2, 2)
-    assert many.labels.dtype == np.uint16
-    assert summarize([], None, 4, 5).labels.shape == (4, 5)
+def test_presence_boxes_and_areas_come_from_the_track_result() -> None:
+    low = np.full((3, 1, 4, 4), -20.0, np.float32)
+    low[0, 0] = [7, 5, 3, -20]  # object 10: columns 0-4 of the 8x6 frame
+    low[1, 0, :3] = [-20, 3, 5, 7]  # object 20: columns 3-7, rows 0-3
+    low[2, 0] = -1024.0  # object 30 absent (no-object gating)
+    result = make_result(5, [10, 20, 30], low, np.array([4.0, -0.5, -9.0], np.float32), (6, 8))
+    out = summarize(result, 6, 8)
+    assert out.obj_ids == [10, 20, 30] and out.labels.dtype == np.uint8 and out.masks.dtype == np.bool_
+    assert np.array_equal(out.masks, result.masks)
+    assert out.boxes == [[0, 0, 5, 6], [3, 0, 8, 4], None] and out.areas.tolist() == [30, 20, 0]
+    # presence is the object score, not the mask: object 20 has pixels but a negative score
+    assert out.present.tolist() == [True, False, False]
+    assert np.allclose(out.presence, 1 / (1 + np.exp(-np.array([4.0, -0.5, -9.0]))), atol=1e-7)
+    summary = summary_dict(out, 5, {"compute_ms": 1.23456})
+    assert summary["objects"][1] == {"label": 2, "obj_id": 20, "present": False, "score": 0.3775,
+                                     "box": [3, 0, 8, 4], "area": 20}
+    assert summary["compute_ms"] == 1.235 and summary["label_encoding"] == "mono8"
+    many = summarize(make_result(0, list(range(300)), np.ones((300, 1, 2, 2), np.float32),
+                                 np.ones(300, np.float32), (2, 2)), 2, 2)
+    assert many.labels.dtype == np.uint16 and set(np.unique(many.labels)) == {1}  # all tie: the first wins
+    empty = summarize(None, 4, 5)
+    assert empty.labels.shape == (4, 5) and empty.masks.shape == (0, 4, 5) and empty.boxes == []
+
+
+def test_overlap_goes_to_the_highest_interpolated_logit() -> None:
+    low = np.full((2, 1, 4, 4), -20.0, np.float32)
+    low[0, 0] = [7, 5, 3, -20]  # A fades to the right
+    low[1, 0] = [-20, 3, 5, 7]  # B fades to the left
+    result = make_result(0, [1, 2], low, np.ones(2, np.float32), (6, 8))
+    both = result.masks[0] & result.masks[1]
+    assert np.array_equal(np.flatnonzero(both.any(axis=0)), [3, 4])  # the overlap: columns 3 and 4
+    labels = summarize(result, 6, 8).labels
+    # 4 -> 8 columns, align_corners=False: column 3 samples x = 1.25 (A 4.5 > B 3.5), column 4 x = 1.75
+    # (A 3.5 < B 4.5). Neither "first object wins" nor "last object wins" gives this.
+    assert np.array_equal(labels, np.tile([1, 1, 1, 1, 2, 2, 2, 2], (6, 1))), labels
+
+
+def test_overlap_rule_equals_the_full_frame_argmax() -> None:
+    import cv2
+
+    rng = np.random.default_rng(1)  # 3 smooth objects, each on most of a 300x400 frame: > 1 chunk of overlap
+    low = (cv2.resize(rng.normal(0.5, 2.0, (3, 4, 4)).transpose(1, 2, 0), (64, 64), interpolation=cv2.INTER_CUBIC)
+           .transpose(2, 0, 1)[:, None].astype(np.float32))
+    result = make_result(0, [1, 2, 3], low, np.ones(3, np.float32), (300, 400))
+    overlap = result.masks.sum(axis=0) > 1
+    assert overlap.sum() > 1 << 16 and len(np.unique(summarize(result, 300, 400).labels[overlap])) == 3
+    full = np.stack([cv2.resize(p[0], (400, 300), interpolation=cv2.INTER_LINEAR) for p in low])  # the reference
+    expected = np.where(result.masks.any(axis=0), np.argmax(np.where(result.masks, full, -np.inf), axis=0) + 1, 0)
+    labels = summarize(result, 300, 400).labels
+    top2 = np.sort(np.where(result.masks, full, -np.inf), axis=0)[-2:]
+    with np.errstate(invalid="ignore"):  # cv2's float rounding may differ from the tracker's in the last bit
+        near_tie = overlap & (top2[1] - top2[0] < 1e-4)
+    assert np.array_equal(labels[~near_tie], expected[~near_tie]) and near_tie.sum() < 20
 
 
 def test_json_prompts_reuse_the_prompts_file_checks() -> None:

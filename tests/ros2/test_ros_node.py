@@ -121,18 +121,18 @@ def session(exported_tiny_256: Path, ros_env: dict[str, str], ros_context: Any,
                 proc.wait()
 
 
-def reference_run(model: Path, schedule: list[tuple]) -> list[tuple[list[int], np.ndarray | None]]:
-    """The same frames and prompts on a StreamTracker, as the node drives it. Returns per frame (ids, logits)."""
+def reference_run(model: Path, schedule: list[tuple]) -> list[Any]:
+    """The same frames and prompts on a StreamTracker, with the node's calls. Per frame a TrackResult or None."""
     from sam2rt.runtime.stream import StreamTracker
 
     tracker, out = StreamTracker(model, threads=1), []
     for kind, *args in schedule:
         if kind == "frame":
             if tracker.obj_ids:
-                out.append(tracker.track(args[0]))
+                out.append(tracker.track(args[0], output="result", mask_dtype=bool))
             else:
                 tracker.load_first_frame(args[0])
-                out.append(([], None))
+                out.append(None)
         else:
             obj_id, kwargs = args
             tracker.add_new_prompt(tracker.frame_idx, obj_id, **kwargs)
@@ -166,16 +166,27 @@ def test_stream_with_prompts_mid_stream_equals_stream_tracker(session: Session, 
             assert answer["ok"] and "applied on the latest" not in answer["message"], answer
             schedule.append(("prompt", 1, {"points": [[110.0, 67.0]], "labels": [0], "clear_old_points": False}))
     reference = reference_run(exported_tiny_256, schedule)
-    c = session.client
-    for sec, rgb, (ids, logits) in zip(secs, frames, reference):
-        expected = summarize(ids, logits, *rgb.shape[:2])
-        assert [o["obj_id"] for o in c.objects[sec]["objects"]] == ids
-        assert np.array_equal(c.labels[sec], expected.labels), f"label image of frame {sec} differs"
+    c, overlapping = session.client, 0
+    for sec, rgb, ref in zip(secs, frames, reference):
+        ids = [] if ref is None else ref.obj_ids
+        objects = c.objects[sec]["objects"]
+        assert [o["obj_id"] for o in objects] == ids
+        assert np.array_equal(c.labels[sec], summarize(ref, *rgb.shape[:2]).labels), f"labels of frame {sec}"
+        covered = np.zeros(rgb.shape[:2], bool)
         for k, obj_id in enumerate(ids):
-            assert np.array_equal(c.masks[obj_id][sec] > 0, expected.masks[k]), f"mask {obj_id} on frame {sec}"
-            assert c.objects[sec]["objects"][k]["box"] == expected.boxes[k]
-            assert c.objects[sec]["objects"][k]["area"] == int(expected.areas[k])
-    # not vacuous: the compared masks show all three objects, and the first frames none
+            mask = c.masks[obj_id][sec] > 0
+            covered |= mask
+            assert np.array_equal(mask, ref.masks[k]), f"mask {obj_id} on frame {sec}"
+            assert np.all(mask[c.labels[sec] == k + 1]), f"label {k + 1} outside mask {obj_id} on frame {sec}"
+            x0, y0, x1, y1 = (int(v) for v in ref.boxes[k])  # inclusive corners -> the JSON's exclusive edges
+            assert objects[k]["box"] == (None if x0 < 0 else [x0, y0, x1 + 1, y1 + 1])
+            assert objects[k]["area"] == int(ref.masks[k].sum())
+            assert objects[k]["present"] == bool(ref.scores[k] > 0)
+            assert abs(objects[k]["score"] - 1 / (1 + np.exp(-float(ref.scores[k])))) < 1e-4
+        assert np.array_equal(c.labels[sec] > 0, covered), f"labelled pixels of frame {sec} are not the masks'"
+        overlapping += 0 if ref is None else int((ref.masks.sum(axis=0) > 1).sum())
+    # not vacuous: the compared masks show all three objects and overlap (the label rule decides), the first none
+    assert overlapping > 0
     assert set(np.unique(c.labels[secs[-1]])) == {0, 1, 2, 3}
     assert not c.labels[secs[0]].any() and c.objects[secs[0]]["objects"] == []
 
