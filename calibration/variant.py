@@ -19,10 +19,10 @@ import onnx
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.integrity import check_model
+from sam2rt.manifest_schema import PRECISIONS
 from sam2rt.manifest import Manifest, load_manifest, make_output_dir, sha256_file, write_manifest
 from sam2rt.outputs import check_writable_dir
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 
 
 def check_precision(precision: str) -> str:

@@ -60,8 +60,10 @@ def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         out = probs @ v  # (B, n, T, d)
     else:
         n, d = q.shape[1], q.shape[-1]
-        weight = v_proj.weight.reshape(n, d, -1)  # (n, d, c): head h's rows of the projection
-        out = (probs @ v.unsqueeze(1)) @ weight.transpose(-1, -2) + v_proj.bias.reshape(n, 1, d)  # (B, n, T, d)
+        weight = v_proj.weight.reshape(n, d, -1).transpose(-1, -2)  # (n, c, d): head h's columns of Wᵀ
+        if n == 1:  # every SAM 2 memory attention: a plain 2-D weight, which INT8 quantizes per output channel
+            weight = weight[0]  # (c, d); a folded (1, c, d) initializer gets per-channel scales on the wrong axis
+        out = (probs @ v.unsqueeze(1)) @ weight + v_proj.bias.reshape(n, 1, d)  # (B, n, T, d)
     b, n, t, d = out.shape
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
 

@@ -40,7 +40,7 @@ TRACKING_BOOLS = (
 )
 TRACKING_KEYS = tuple(TRACKING_INTS) + TRACKING_BOOLS
 BANK_MINIMUMS = {"cond_slots": 2, "recent_slots": 1, "max_obj_ptrs": 1, "max_objects": 1, "max_points": 1}
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")  # the one list: calibration.variant uses it too
 _FILE_NAME = re.compile(r"^[^/\\]+$")  # a name inside the model folder, never a path out of it
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -3,6 +3,8 @@ refuses, and tracking close to the official predictor (sam2.1 tiny @256, seeded 
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -58,7 +60,8 @@ def test_graph_choices_and_contract(int8cpu_dir: Path, exported_tiny_256: Path) 
         model = onnx.load(str(m.graph_path(spec.name)))
         assert [i.name for i in model.graph.input] == spec.input_names
         assert [o.name for o in model.graph.output] == spec.output_names
-        assert {o.type.tensor_type.elem_type for o in model.graph.output} <= {TensorProto.FLOAT}
+        assert [helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type) for o in model.graph.output] == \
+            [np.dtype(t.dtype) for t in spec.outputs]  # float32 (and the decoder's int32 index) as the contract says
 
 
 def test_scale_moved_before_matmul_is_exact() -> None:
@@ -103,6 +106,9 @@ def test_refuses_what_ort_cpu_int8_cannot_start_from(int8cpu_dir: Path, exported
     init = model.graph.initializer[0]
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
     onnx.save(model, str(bad / "memory_encoder.onnx"))
+    raw = json.loads((bad / "manifest.json").read_text())  # a consistent folder: only the weights' type is wrong
+    raw["graphs"]["memory_encoder"]["sha256"] = sha256_file(bad / "memory_encoder.onnx")
+    (bad / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(Sam2rtError, match="FLOAT16 weights; int8-cpu needs FP32 graphs"):
         convert_int8_cpu(bad, tmp_path / "b", log=lambda _: None)
     # TensorRT engines without their ONNX graphs (GPU-only): nothing ONNX Runtime could quantize

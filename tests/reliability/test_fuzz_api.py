@@ -130,7 +130,7 @@ def tracker(exported_tiny_256: Path) -> StreamTracker:
 
 
 def _public(tracker: StreamTracker) -> Any:
-    return tracker.frame_idx, tracker.obj_ids, tracker.stored_outputs(), tracker.stored_bytes()
+    return tracker.frame_idx, tracker.obj_ids, tracker.stored_bytes()
 
 
 frames = st.one_of(hnp.arrays(np.uint8, st.just((H, W, 3)), elements=st.integers(0, 255)),

@@ -232,15 +232,31 @@ def test_bad_frames_and_prompts_are_logged_and_the_node_keeps_running(session: S
 
 def test_a_burst_keeps_only_the_latest_frame(session: Session, shared_data: Path) -> None:
     frames, c = frames_from(shared_data, 6), session.client
-    before = session.play(frames[0], "rgb8", 400)["dropped_frames"]
-    for i, rgb in enumerate(frames, start=401):  # faster than the model: the node must drop, not queue
-        c.image_pub.publish(image_msg(rgb, "rgb8", i))
-    c.wait(lambda: 406 in c.objects, "the last frame of the burst")
-    done = [s for s in range(401, 407) if s in c.objects]
-    dropped = c.objects[406]["dropped_frames"] - before
-    # the node counts the frames it replaced in its mailbox; DDS's own keep-last history (depth 5) may
-    # discard more before the callback sees them, which no one can count
-    assert dropped >= 1 and len(done) + dropped <= 6 and done[-1] == 406, (done, dropped)
+    for attempt in range(4):  # best effort: DDS may lose a whole burst on a busy machine; then burst again
+        base = 400 + 10 * attempt
+        before = session.play(frames[0], "rgb8", base)["dropped_frames"]
+        stamps = list(range(base + 1, base + 7))
+        for i, rgb in zip(stamps, frames):  # faster than the model: the node must drop, not queue
+            c.image_pub.publish(image_msg(rgb, "rgb8", i))
+        last, resent = stamps[-1], 0
+        while True:  # the burst's last frame itself may be lost: send it again until it is tracked
+            try:
+                c.wait(lambda: last in c.objects, "the last frame of the burst", timeout=15.0)
+                break
+            except AssertionError:
+                resent += 1
+                if resent > 6:
+                    raise
+                c.image_pub.publish(image_msg(frames[-1], "rgb8", last))
+        done = [s for s in stamps if s in c.objects]
+        dropped = c.objects[last]["dropped_frames"] - before
+        # the node counts the frames it replaced in its mailbox; DDS's own keep-last history (depth 5) may
+        # discard more before the callback sees them, which no one can count (a resent frame may count too)
+        assert len(done) + dropped <= 6 + resent and done[-1] == last, (done, dropped, resent)
+        if dropped >= 1:
+            break
+    else:
+        raise AssertionError("no burst made the node drop a frame: it queues instead of keeping the latest")
     c.wait(lambda: any("FPS" in line and "dropped" in line for line in c.logs), "a diagnostics log line")
 
 
