@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sam2rt import contract as C
+from sam2rt.engines.preprocess import spec_model
 from sam2rt.errors import Sam2rtError
 from sam2rt.runtime.outputs import _taps
 
@@ -60,8 +61,7 @@ def postprocess_model(image_size: int) -> Any:
     Needs the ``onnx`` package (in the ``export`` and ``trt`` extras).
     """
     try:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper, numpy_helper
     except ImportError:
         raise Sam2rtError("building the GPU postprocessing graph needs the onnx package: "
                           'pip install "sam2rt[trt]" (or pip install onnx)') from None
@@ -76,19 +76,7 @@ def postprocess_model(image_size: int) -> Any:
         n("Squeeze", ["resized", "axis1"], ["logits"]),  # (B, H', W')
         n("Greater", ["logits", "zero"], ["masks"]),  # (B, H', W') bool
     ]
-    dims = C.resolve_dims(image_size)
-    types = {"float32": TensorProto.FLOAT, "bool": TensorProto.BOOL}
-
-    def info(t: C.TensorSpec) -> Any:
-        return helper.make_tensor_value_info(t.name, types[t.dtype], [dims.get(d, d) for d in t.shape])
-
-    graph = helper.make_graph(nodes, spec.name, [info(t) for t in spec.inputs], [info(t) for t in spec.outputs],
-                              initializer=init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", POSTPROCESS_OPSET)],
-                              producer_name="sam2rt")
-    model.ir_version = min(model.ir_version, 8)  # readable by older ONNX Runtime / TensorRT parsers
-    onnx.checker.check_model(model)
-    return model
+    return spec_model(spec, nodes, init, image_size, POSTPROCESS_OPSET)
 
 
 def postprocess_onnx_bytes(image_size: int) -> bytes:

@@ -133,7 +133,6 @@ def preprocess_model(image_size: int, vertical_first: bool) -> Any:
     handle poorly. Needs the ``onnx`` package (in the ``export`` and ``trt`` extras).
     """
     try:
-        import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         raise Sam2rtError("building the GPU preprocessing graph needs the onnx package: "
@@ -169,16 +168,24 @@ def preprocess_model(image_size: int, vertical_first: bool) -> Any:
         n("Gather", ["lut", "index"], ["norm"], axis=0),  # (3, S, S) float32
         n("Unsqueeze", ["norm", "axes0"], ["image"]),  # (1, 3, S, S)
     ]
+    return spec_model(spec, nodes, init, image_size, PREPROCESS_OPSET)
+
+
+def spec_model(spec: C.GraphSpec, nodes: list, initializers: list, image_size: int, opset: int) -> Any:
+    """A small hand-built graph of the contract as a checked ``onnx.ModelProto``: inputs and outputs typed and
+    shaped from ``spec`` (spatial symbols resolved for ``image_size``, the others left dynamic)."""
+    import onnx
+    from onnx import TensorProto, helper
+
     dims = C.resolve_dims(image_size)
     types = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT, "bool": TensorProto.BOOL}
 
-    def info(t: C.TensorSpec):
+    def info(t: C.TensorSpec) -> Any:
         return helper.make_tensor_value_info(t.name, types[t.dtype], [dims.get(d, d) for d in t.shape])
 
     graph = helper.make_graph(nodes, spec.name, [info(t) for t in spec.inputs], [info(t) for t in spec.outputs],
-                              initializer=init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", PREPROCESS_OPSET)],
-                              producer_name="sam2rt")
+                              initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="sam2rt")
     model.ir_version = min(model.ir_version, 8)  # readable by older ONNX Runtime / TensorRT parsers
     onnx.checker.check_model(model)
     return model
