@@ -301,7 +301,7 @@ def device_info(predictor: VideoPredictor) -> dict[str, Any]:
     gpu = type(runner).__name__ == "TrtRunner" or bool(providers and providers[0] != "CPUExecutionProvider")
     info: dict[str, Any] = {"name": "cuda" if gpu else "cpu", "providers": providers or ["TensorRT"]}
     if gpu:
-        from sam2rt.runtime.cuda import device_properties, memory_info
+        from sam2rt.runtime.backends.cuda import device_properties, memory_info
 
         info["gpu"] = device_properties()[0]
         info["device_memory_mb"] = memory_info()

@@ -1,6 +1,6 @@
 """One-command check of the GPU stack: ``python -m sam2rt.benchmarks.gpu_check [--out DIR] [--skip-trt]``.
 
-On any CUDA machine with cuda-python (TensorRT not needed) it exercises ``sam2rt.runtime.cuda`` for real:
+On any CUDA machine with cuda-python (TensorRT not needed) it exercises ``sam2rt.runtime.backends.cuda`` for real:
 device and pinned allocations, copies up and down with their values checked, one stream, event timing, a
 "tracking step" of device copies (standing in for engines) captured as a CUDA graph and replayed with new
 inputs, and two sessions in a row (buffers freed and reallocated: the first session's graphs must not be
@@ -37,7 +37,8 @@ def expect(ok: bool, what: str) -> None:
 
 def cuda_layer(n: int = 1 << 20) -> None:
     """Allocations, pinned copies, stream, events, graph capture/replay, two sessions."""
-    from sam2rt.runtime.cuda import CudaAllocator, Event, GraphCache, Stream, device_properties, memory_info
+    from sam2rt.runtime.backends.cuda import CudaAllocator, Event, Stream, device_properties, memory_info
+    from sam2rt.runtime.backends.cuda_graph import GraphCache
 
     name, major, minor = device_properties()
     print(f"GPU: {name} (compute {major}.{minor}), memory {memory_info()['total_mb']:.0f} MiB")
@@ -117,10 +118,10 @@ def postprocess_engine(model: Path) -> None:
     from sam2rt import contract as C
     from sam2rt.engines.postprocess import resize_matrices
     from sam2rt.manifest import load_manifest
-    from sam2rt.runtime.cuda import CudaAllocator, Stream
-    from sam2rt.runtime.device_masks import DeviceMasks
+    from sam2rt.runtime.backends.cuda import CudaAllocator, Stream
+    from sam2rt.runtime.backends.device_masks import DeviceMasks
     from sam2rt.runtime.outputs import threshold_resize
-    from sam2rt.runtime.trt_backend import load_engines
+    from sam2rt.runtime.backends.trt import load_engines
 
     engines, cfg = load_engines(model)
     h4 = C.resolve_dims(load_manifest(model).image_size)["h4"]
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-trt", action="store_true", help="only the CUDA layer, even where TensorRT is installed")
     args = p.parse_args(argv)
     try:
-        from sam2rt.runtime.cuda import device_properties
+        from sam2rt.runtime.backends.cuda import device_properties
 
         device_properties()
     except Sam2rtError as e:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sam2rt.runtime.cuda import Buf, HostAllocator
+from sam2rt.runtime.backends.cuda import Buf, HostAllocator
 
 
 class NullExecutor:
@@ -79,7 +79,10 @@ def _timed(call: Callable[[], Any], n: int) -> list[float]:
 
 def measure(model: Path, objects: int, frames: int, size: tuple[int, int], output: str) -> dict[str, Any]:
     """Per-frame host milliseconds of ``track`` with ``objects`` objects on (H, W) frames."""
-    from sam2rt.runtime import device_step
+    try:
+        from sam2rt.runtime.backends import executor as device_step
+    except ImportError:  # a tree before the backends/ layout
+        from sam2rt.runtime import device_step  # type: ignore[no-redef]
 
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(8)]

@@ -49,7 +49,7 @@ def network_flags(trt: Any) -> int:
 def current_device() -> DeviceInfo:
     """This machine's GPU 0 and TensorRT version (what engines built here are specific to)."""
     trt = import_tensorrt()
-    from sam2rt.runtime.cuda import device_properties
+    from sam2rt.runtime.backends.cuda import device_properties
 
     name, major, minor = device_properties()
     return DeviceInfo(gpu=name, compute_capability=f"{major}.{minor}", tensorrt=str(trt.__version__))

@@ -33,9 +33,9 @@ from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.runtime import prompts as P
 from sam2rt.runtime.bank import SelectionRules
-from sam2rt.runtime.cuda import Buf
-from sam2rt.runtime.device_bank import DeviceBank
-from sam2rt.runtime.device_step import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, default_executor,
+from sam2rt.runtime.backends.cuda import Buf
+from sam2rt.runtime.backends.device_bank import DeviceBank
+from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, default_executor,
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input

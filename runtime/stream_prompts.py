@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam2rt.runtime.device_step import CONTROLS, OBJECT_TENSORS, BufferSet
+from sam2rt.runtime.backends.executor import CONTROLS, OBJECT_TENSORS, BufferSet
 from sam2rt.runtime.imageops import resize_bilinear
 
 if TYPE_CHECKING:

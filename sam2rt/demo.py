@@ -147,7 +147,7 @@ def fetch_weights(force_random: bool) -> Weights:
     if force_random:
         print("demo: --random-weights given; using seeded random weights (masks will not be meaningful)")
         return Weights(None, RANDOM_SEED)
-    from sam2rt.export.checkpoints import download
+    from sam2rt.export.download import download
 
     try:
         return Weights(download(MODEL, timeout=20), None)
@@ -207,7 +207,7 @@ def mean_iou(clip: Clip, masks_dir: Path) -> float:
 
 def run_demo(out: Path, num_frames: int = 48, force_random: bool = False, threads: int = 0) -> dict:
     """Steps 1-5 of the module docstring; returns the summary also written to ``out/summary.json``."""
-    from sam2rt.cli_track import TrackConfig, print_summary, track_video
+    from sam2rt.cli.track import TrackConfig, print_summary, track_video
     from sam2rt.prompts_file import Prompt
 
     t0 = time.perf_counter()

@@ -20,6 +20,6 @@ def test_package_import_is_light() -> None:
 def test_runtime_and_cli_import_no_torch() -> None:
     loaded = _modules_after("import sam2rt.cli, sam2rt.runtime.predictor, sam2rt.runtime.stream, "
                             "sam2rt.runtime.backends, sam2rt.runtime.engine, sam2rt.runtime.model, "
-                            "sam2rt.runtime.trt_backend, sam2rt.benchmarks.gpu_check, sam2rt.benchmarks.host_overhead")
+                            "sam2rt.runtime.backends.trt, sam2rt.benchmarks.gpu_check, sam2rt.benchmarks.host_overhead")
     assert "torch" not in loaded and "tensorrt" not in loaded
     assert "onnxruntime" in loaded  # the check would pass vacuously if nothing had been imported

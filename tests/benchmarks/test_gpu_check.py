@@ -10,7 +10,7 @@ import pytest
 
 def test_gpu_check_without_cuda_exits_clearly() -> None:
     from sam2rt.errors import Sam2rtError
-    from sam2rt.runtime.cuda import device_properties
+    from sam2rt.runtime.backends.cuda import device_properties
 
     try:
         device_properties()

@@ -157,7 +157,7 @@ def test_int8_cpu_tracks_like_the_official_predictor(int8cpu_dir: Path, shared_d
 def test_verify_threshold_for_int8_cpu() -> None:
     from sam2rt.benchmarks.bench import IOU_SANITY_BY_PRECISION
     from sam2rt.calibration.variant import PRECISIONS
-    from sam2rt.cli_verify import THRESHOLDS
+    from sam2rt.cli.verify import THRESHOLDS
 
     assert set(THRESHOLDS) == set(PRECISIONS)  # every precision sam2rt makes has its verify bar
     assert THRESHOLDS["int8-cpu"] == IOU_SANITY_BY_PRECISION["int8-cpu"] == 0.97

@@ -17,14 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
 from sam2rt.errors import Sam2rtError  # noqa: E402
-from sam2rt.export.checkpoints import (  # noqa: E402
-    ModelSource,
-    build_model,
-    default_cache_dir,
-    download,
-    sha256_file,
-    write_official_checkpoint,
-)
+from sam2rt.export.checkpoints import ModelSource, build_model, sha256_file, write_official_checkpoint  # noqa: E402
+from sam2rt.export.download import default_cache_dir, download  # noqa: E402
 
 NAME = "sam2.1_hiera_tiny"
 SIZE = 256

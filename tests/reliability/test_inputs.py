@@ -18,7 +18,7 @@ from PIL import Image
 
 from sam2rt.cli import main
 from sam2rt.errors import Sam2rtError
-from sam2rt.export.checkpoints import download
+from sam2rt.export.download import download
 from sam2rt.prompts_file import Prompt, apply_prompt, load_prompts
 from sam2rt.runtime.frames import open_frames
 from sam2rt.runtime.predictor import VideoPredictor

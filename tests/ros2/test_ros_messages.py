@@ -140,4 +140,4 @@ def test_cli_reports_a_missing_model_and_import_sam2rt_stays_light() -> None:
     assert out.returncode == 2 and "sam2rt: error:" in out.stderr and "/nonexistent/model" in out.stderr
     loaded = subprocess.run([sys.executable, "-c", "import sam2rt, sam2rt.cli, sam2rt.ros2, sys; "
                              "print(' '.join(sys.modules))"], capture_output=True, text=True, check=True).stdout
-    assert "rclpy" not in loaded.split() and "torch" not in loaded.split() and "sam2rt.cli_ros2" in loaded.split()
+    assert "rclpy" not in loaded.split() and "torch" not in loaded.split() and "sam2rt.cli.ros2" in loaded.split()

@@ -7,9 +7,9 @@ import pytest
 
 from sam2rt import contract as C
 from sam2rt.runtime.bank import SelectionRules
-from sam2rt.runtime.cuda import HostAllocator
-from sam2rt.runtime.device_bank import DeviceBank
-from sam2rt.runtime.device_step import OBJECT_TENSORS, BufferSet, planned_bytes, relayout
+from sam2rt.runtime.backends.cuda import HostAllocator
+from sam2rt.runtime.backends.device_bank import DeviceBank
+from sam2rt.runtime.backends.executor import OBJECT_TENSORS, BufferSet, planned_bytes, relayout
 
 
 def _dims(batch: int, size: int = 256) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sam2rt.engines.postprocess import resize_matrices
-from sam2rt.runtime.cuda import Buf
+from sam2rt.runtime.backends.cuda import Buf
 from sam2rt.runtime.outputs import threshold_resize
 
 

@@ -111,7 +111,7 @@ class FakeCapture:
 def test_live_source_reconnects_then_gives_up(monkeypatch, capsys):
     import cv2
 
-    from sam2rt import cli_stream
+    from sam2rt.cli import camera as cli_stream
 
     monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
     monkeypatch.setattr(cli_stream, "RECONNECT_DELAY_S", 0.0)
@@ -126,7 +126,7 @@ def test_live_source_reconnects_then_gives_up(monkeypatch, capsys):
 
 
 def test_file_source_ends_without_reconnecting(square_mp4, capsys):
-    from sam2rt.cli_stream import FrameReader
+    from sam2rt.cli.camera import FrameReader
 
     reader = FrameReader(str(square_mp4), reconnect=3)
     got = 0

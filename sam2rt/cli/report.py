@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam2rt.cli_verify import add_reference_args
+from sam2rt.cli.verify import add_reference_args
 from sam2rt.errors import Sam2rtError
 
 

@@ -40,7 +40,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                      attention_fp32=args.fp32_attention, rope_fp32=not args.fp16_rope,
                      graphs=tuple(args.graphs) if args.graphs else Fp16Config().graphs)
     manifest = convert_model(args.model_dir, args.out, cfg)
-    from sam2rt.cli_lint import lint_warnings
+    from sam2rt.cli.lint import lint_warnings
 
     lint_warnings(manifest.parent)
     print(f"wrote {manifest.parent} ({precision}); check it with `sam2rt verify --model {manifest.parent} ...`")

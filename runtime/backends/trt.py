@@ -22,9 +22,10 @@ from sam2rt.engines.preprocess import resize_inputs
 from sam2rt.engines.profiles import check_within
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
-from sam2rt.runtime.backends import GraphRunner
-from sam2rt.runtime.cuda import Buf, CudaAllocator, GraphCache, Stream, import_cudart
-from sam2rt.runtime.device_masks import DeviceMasks
+from sam2rt.runtime.backends.runner import GraphRunner
+from sam2rt.runtime.backends.cuda import Buf, CudaAllocator, Stream, import_cudart
+from sam2rt.runtime.backends.cuda_graph import GraphCache
+from sam2rt.runtime.backends.device_masks import DeviceMasks
 
 STEP_GRAPHS = (C.MEMORY_ATTENTION.name, C.MASK_DECODER.name, C.MEMORY_ENCODER.name)  # what the captured step runs
 
@@ -180,7 +181,7 @@ def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str) -> TrtEn
     """A strongly typed engine (B, hw, 64) float32 -> bf16 -> float32 (round to nearest even, as torch's
     ``.to(torch.bfloat16)``), or None (warned) where TensorRT or the GPU (compute < 8.0) lacks bfloat16."""
     from sam2rt.engines.builder import network_flags
-    from sam2rt.runtime.cuda import device_properties
+    from sam2rt.runtime.backends.cuda import device_properties
 
     trt = import_tensorrt()
     _, major, _ = device_properties()
@@ -312,7 +313,7 @@ class TrtExecutor:
 
 def device_memory_mb() -> dict[str, float]:
     """Device memory in use (for ``sam2rt bench``)."""
-    from sam2rt.runtime.cuda import memory_info
+    from sam2rt.runtime.backends.cuda import memory_info
 
     import_cudart()
     return memory_info()

@@ -15,7 +15,7 @@ def _require_gpu_stack() -> None:
     if importlib.util.find_spec("tensorrt") is None:
         pytest.skip('TensorRT is not installed (pip install "sam2rt[trt]"); TensorRT tests need it and a GPU')
     from sam2rt.errors import Sam2rtError
-    from sam2rt.runtime.cuda import device_properties
+    from sam2rt.runtime.backends.cuda import device_properties
 
     try:
         device_properties()
@@ -25,7 +25,7 @@ def _require_gpu_stack() -> None:
 
 def test_cuda_buffers_round_trip() -> None:
     _require_gpu_stack()
-    from sam2rt.runtime.cuda import CudaAllocator, Stream
+    from sam2rt.runtime.backends.cuda import CudaAllocator, Stream
 
     alloc, stream = CudaAllocator(), Stream()
     buf = alloc.alloc((4, 8), np.float32, mirrored=True)

@@ -13,8 +13,8 @@ import pytest
 
 from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
-from sam2rt.runtime.cuda import Buf, HostAllocator
-from sam2rt.runtime.device_step import HostExecutor
+from sam2rt.runtime.backends.cuda import Buf, HostAllocator
+from sam2rt.runtime.backends.executor import HostExecutor
 
 
 class RecordingExecutor(HostExecutor):
@@ -90,7 +90,8 @@ def test_two_sessions_and_object_changes_never_replay_stale_graphs(exported_tiny
 def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
     """TrtExecutor.step/release with fake CUDA graphs and a host allocator: keyed by (generation, key),
     destroyed and unreachable after release, and its step and direct contexts are its own."""
-    from sam2rt.runtime import cuda, trt_backend
+    from sam2rt.runtime.backends import cuda_graph
+    from sam2rt.runtime.backends import trt as trt_backend
 
     made, closed = [], []
 
@@ -120,10 +121,10 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
         def enqueue(self, stream) -> None:
             pass
 
-    monkeypatch.setattr(cuda, "CudaGraph", FakeGraph)
+    monkeypatch.setattr(cuda_graph, "CudaGraph", FakeGraph)
     ex = object.__new__(trt_backend.TrtExecutor)
     ex.stream = type("S", (), {"synchronize": lambda self: None})()
-    ex.graphs = cuda.GraphCache(ex.stream)
+    ex.graphs = cuda_graph.GraphCache(ex.stream)
     ex.allocator = HostAllocator()
     ex.direct = {g: FakeContext() for g in ("memory_attention", "mask_decoder", "memory_encoder", "image_encoder")}
     ex.step_contexts = {g: FakeContext() for g in trt_backend.STEP_GRAPHS}
@@ -157,7 +158,7 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
 
 
 def test_trt_context_checks_set_tensor_address() -> None:
-    from sam2rt.runtime.trt_backend import TrtContext
+    from sam2rt.runtime.backends.trt import TrtContext
 
     class Ctx:
         def set_input_shape(self, name, shape) -> bool:
@@ -176,7 +177,7 @@ def test_trt_context_checks_set_tensor_address() -> None:
 
 def test_device_properties_runtime_error_becomes_sam2rt_error(monkeypatch) -> None:
     """cuda-python 12.4 raises a bare RuntimeError from cudaGetDeviceProperties without a driver."""
-    from sam2rt.runtime import cuda
+    from sam2rt.runtime.backends import cuda
 
     class FakeCudart:
         @staticmethod
@@ -190,7 +191,7 @@ def test_device_properties_runtime_error_becomes_sam2rt_error(monkeypatch) -> No
 
 def test_cuda_allocator_zero_fills_on_its_stream(monkeypatch) -> None:
     """New buffers are zeroed with cudaMemsetAsync on the allocator's stream (not the legacy stream)."""
-    from sam2rt.runtime import cuda
+    from sam2rt.runtime.backends import cuda
 
     calls = []
 
@@ -261,7 +262,7 @@ def test_one_model_many_streams_are_independent(exported_tiny_256: Path) -> None
 
 def test_trt_executor_rounds_the_bank_through_scratch() -> None:
     """round_bank binds the slot as input and a scratch view as output (no aliasing), then copies back."""
-    from sam2rt.runtime import trt_backend
+    from sam2rt.runtime.backends import trt as trt_backend
     from sam2rt.runtime.imageops import bf16_round_
 
     class FakeRounder:
@@ -317,8 +318,8 @@ class _FakePostprocess:
 
 
 def _masks_executor(context=None, max_side: int = 4096):
-    from sam2rt.runtime import trt_backend
-    from sam2rt.runtime.device_masks import DeviceMasks
+    from sam2rt.runtime.backends import trt as trt_backend
+    from sam2rt.runtime.backends.device_masks import DeviceMasks
 
     ex = object.__new__(trt_backend.TrtExecutor)
     ex.allocator, ex.stream = _RecordingAllocator(), None

@@ -46,7 +46,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.data:
         raise Sam2rtError("pass calibration data with --data VIDEO_OR_DIR [...]")
     manifest = calibrate_model(args.model_dir, args.data, args.out, cfg)
-    from sam2rt.cli_lint import lint_warnings
+    from sam2rt.cli.lint import lint_warnings
 
     lint_warnings(manifest.parent)
     print(f"wrote {manifest.parent} (INT8 QDQ: {', '.join(cfg.graphs) or 'no graphs'}; the rest FP32)")

@@ -1,6 +1,6 @@
 """Executors and buffer sets: what the one ``StreamTracker`` runs its graphs through.
 
-Every tensor the tracker binds is a :class:`~sam2rt.runtime.cuda.Buf` made by the executor's allocator, so
+Every tensor the tracker binds is a :class:`~sam2rt.runtime.backends.cuda.Buf` made by the executor's allocator, so
 one code path serves every backend: :class:`HostExecutor` (numpy buffers, any :class:`GraphRunner`; ONNX
 Runtime CPU and the tests) and ``trt_backend.TrtExecutor`` (device buffers, its own TensorRT contexts, one
 CUDA stream, CUDA graphs). Buffers are grouped in :class:`BufferSet` s that are allocated and freed together;
@@ -16,8 +16,8 @@ import numpy as np
 
 from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
-from sam2rt.runtime.backends import GraphRunner
-from sam2rt.runtime.cuda import Buf, HostAllocator
+from sam2rt.runtime.backends.runner import GraphRunner
+from sam2rt.runtime.backends.cuda import Buf, HostAllocator
 from sam2rt.runtime.imageops import bf16_round_, preprocessor
 
 # The per-frame image tensors (independent of the object count). vision_feat is double-buffered: frame t's
@@ -157,6 +157,6 @@ def default_executor(runners: dict[str, GraphRunner], image_size: int, backend: 
     if preprocess != "official":
         raise Sam2rtError(f"preprocess={preprocess!r} applies to the ONNX Runtime backends; on TensorRT frames are "
                           "resized on the GPU, exactly as the official predictor does (preprocess=\"official\")")
-    from sam2rt.runtime.trt_backend import executor_for
+    from sam2rt.runtime.backends.trt import executor_for
 
     return executor_for(runners)

@@ -9,8 +9,8 @@ import pytest
 from sam2rt import contract as C
 from sam2rt.engines.config import BuildConfig
 from sam2rt.errors import Sam2rtError
-from sam2rt.runtime import ort_gpu
-from sam2rt.runtime.ort_gpu import CPU_EP, CUDA_EP, TRT_EP, gpu_providers, tensorrt_provider_options
+from sam2rt.runtime.backends import ort_gpu
+from sam2rt.runtime.backends.ort_gpu import CPU_EP, CUDA_EP, TRT_EP, gpu_providers, tensorrt_provider_options
 
 
 def _parse(text: str) -> dict[str, tuple[int, ...]]:

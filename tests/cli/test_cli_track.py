@@ -16,7 +16,7 @@ from sam2rt.cli import main
 from sam2rt.errors import Sam2rtError
 from sam2rt.prompts_file import Prompt, apply_prompt, load_prompts, prompts_from_flags
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FRAMES = DATA / "videos" / "bedroom_frames"
 needs_frames = pytest.mark.skipif(not FRAMES.is_dir(), reason=f"test data not found at {FRAMES}")
 
@@ -310,7 +310,7 @@ def test_track_prompt_past_the_end(exported_tiny_256: Path, few_frames: Path, tm
 @needs_frames
 def test_track_failure_leaves_nothing(exported_tiny_256: Path, few_frames: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import sam2rt.cli_track as cli_track
+    import sam2rt.cli.track as cli_track
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise Sam2rtError("disk full (simulated)")
@@ -332,7 +332,7 @@ def _write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> Path:
 
 
 def test_video_fps(tmp_path: Path) -> None:
-    from sam2rt.cli_track import DEFAULT_FPS, video_fps
+    from sam2rt.cli.track import DEFAULT_FPS, video_fps
 
     video = _write_mp4(tmp_path / "v.mp4", [np.full((64, 96, 3), i * 40, np.uint8) for i in range(3)], 12)
     assert video_fps(video) == pytest.approx(12)
