@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from sam2rt.cli.everything import add_seed_args, seed_everything, seed_from_args
 from sam2rt.cli.overlay import write_overlay
 from sam2rt.errors import Sam2rtError
 
@@ -49,6 +50,7 @@ class TrackConfig:
     threads: int = 0
     caption: str | None = None
     progress: bool = True
+    everything: dict[str, Any] | None = None  # track --everything: sam2rt.cli.everything.seed_from_args
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,8 @@ def track_video(cfg: TrackConfig) -> TrackResult:
     from sam2rt.runtime.predictor import VideoPredictor
 
     t0 = time.perf_counter()
-    if not cfg.prompts:
-        raise Sam2rtError("no prompt: give at least one point, box or mask")
+    if not cfg.prompts and cfg.everything is None:
+        raise Sam2rtError("no prompt: give at least one point, box or mask (or --everything)")
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
     cfg = replace(cfg, masks_dir=masks_dir)
     predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
@@ -206,6 +208,8 @@ def track_video(cfg: TrackConfig) -> TrackResult:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)
         for prompt in cfg.prompts:
             apply_prompt(predictor, state, prompt)
+        if cfg.everything is not None:
+            seed_everything(predictor, state, cfg.everything, cfg.model, cfg.backend, cfg.threads)
         fps = video_fps(cfg.video)
         produced, seconds = _run_in_place(cfg, predictor, state, fps)
     finally:
@@ -235,7 +239,7 @@ def _run_staged(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: fl
             mask_tmp = Path(stack.enter_context(
                 tempfile.TemporaryDirectory(dir=cfg.masks_dir.parent, prefix=".sam2rt-masks-")))
         mask_root = mask_tmp / "masks"
-        start = min(p.frame for p in cfg.prompts)
+        start = min([p.frame for p in cfg.prompts] + ([cfg.everything["frame"]] if cfg.everything else []))
         produced, seconds = propagate(predictor, state, start, mask_root, cfg.progress)
         video_tmp = tmp / f"overlay{cfg.out.suffix}"
         write_overlay(state["frames"], mask_root, state["obj_ids"], video_tmp, fps, cfg.caption, cfg.progress)
@@ -251,9 +255,14 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
     if args.prompts is not None and (args.point or args.box is not None):
         raise Sam2rtError("pass either --prompts FILE or --point/--box, not both")
-    prompts = load_prompts(args.prompts) if args.prompts is not None else prompts_from_flags(args.point, args.box)
+    flags = bool(args.point) or args.box is not None
+    if args.prompts is not None:
+        prompts = load_prompts(args.prompts)
+    else:  # --everything alone needs no prompt
+        prompts = prompts_from_flags(args.point, args.box) if flags or not args.everything else []
     cfg = TrackConfig(model=args.model, video=args.video, prompts=tuple(prompts), out=args.out,
-                      masks_dir=args.masks_dir, backend=args.backend, threads=args.threads)
+                      masks_dir=args.masks_dir, backend=args.backend, threads=args.threads,
+                      everything=seed_from_args(args))
     print_summary(track_video(cfg))
     return 0
 
@@ -280,6 +289,7 @@ mask paths relative to the JSON file; PNG non-zero = object):
 examples:
   sam2rt track --model models/tiny --video clip.mp4 --point 420,260 --out overlay.mp4
   sam2rt track --model models/tiny --video frames/ --prompts prompts.json --out overlay.mp4 --masks-dir masks
+  sam2rt track --model models/tiny --video clip.mp4 --everything --max-objects 8 --min-area 500 --out overlay.mp4
 """
 
 
@@ -299,4 +309,5 @@ def add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    add_seed_args(p)
     p.set_defaults(func=_cmd_track)

@@ -1,25 +1,18 @@
 """AutomaticMaskGenerator (ONNX Runtime) against the official SAM2AutomaticMaskGenerator (PyTorch), same weights.
 
-The official module imports torchvision (no CPU build here) for ``batched_nms`` and ``box_area`` and, through
-the image predictor, three transforms. While importing it, this test puts stand-ins in ``sys.modules``: the
-transforms of test_image_predictor, and ``torchvision.ops.boxes`` written from torchvision's source
-(pytorch/vision ``torchvision/ops/boxes.py`` and ``torchvision/csrc/ops/cpu/nms_kernel.cpp``, read at commits
-01b12c6 and 01d5d10): ``batched_nms`` takes the coordinate trick up to 4000 box values on CPU, else NMS per
-category with the kept indices sorted by score again; ``nms`` sorts the scores descending with the same
-``sort(0, descending=True)`` call as the kernel, areas ``(x2 - x1) * (y2 - y1)``, and drops a box when
-``inter / (area_i + area_j - inter) > iou_threshold``; ``box_area`` upcasts integer boxes to int32/int64 as
-``_upcast``. Everything else is the official code, unmodified.
+The official module needs torchvision (no CPU build here): ``benchmarks/official_everything`` imports it
+with stand-ins for ``batched_nms``, ``box_area`` and three transforms written from torchvision's source (its
+docstring says which files); ``test_nms_stand_in_*`` check the NMS stand-in on hand-made cases. Everything
+else is the official code, unmodified.
 
 Seeded random weights predict IoUs near 0.5 and near-uniform low-contrast masks, so the options are set
 for masks to survive (IoU threshold 0.45, stability offset 0.05); the generator then finds few distinct
-boxes, so one case switches box NMS off (threshold 1.0: every surviving mask is compared) and the others
+boxes, so some cases switch box NMS off (threshold 1.0: every surviving mask is compared) and the others
 keep it on (the same survivor must win).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -27,83 +20,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_image_predictor import SIZE, _Normalize, _Resize, _ToTensor
 
+from sam2rt.benchmarks.official_everything import batched_nms, official_generator, official_generator_cls
 from sam2rt.runtime import amg_utils as U
 from sam2rt.runtime.automatic import AutomaticMaskGenerator
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
+SIZE = 256
 MASK_IOU_MIN, SCORE_TOL = 0.999, 1e-4
 SURVIVE = dict(pred_iou_thresh=0.45, stability_score_thresh=0.1, stability_score_offset=0.05)
-
-
-# ---- torchvision stand-ins ------------------------------------------------------------------------------
-def _tv_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    assert boxes.dtype == scores.dtype, "dets should have the same type as scores"
-    if boxes.numel() == 0:
-        return torch.empty((0,), dtype=torch.int64)
-    x1, y1, x2, y2 = (boxes[:, i].contiguous() for i in range(4))
-    areas = (x2 - x1) * (y2 - y1)
-    order = scores.sort(0, descending=True)[1].tolist()
-    suppressed, keep = [False] * len(order), []
-    for _i, i in enumerate(order):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        for j in order[_i + 1:]:
-            if suppressed[j]:
-                continue
-            w = torch.clamp(torch.minimum(x2[i], x2[j]) - torch.maximum(x1[i], x1[j]), min=0)
-            h = torch.clamp(torch.minimum(y2[i], y2[j]) - torch.maximum(y1[i], y1[j]), min=0)
-            inter = w * h
-            if float(inter / (areas[i] + areas[j] - inter)) > iou_threshold:
-                suppressed[j] = True
-    return torch.tensor(keep, dtype=torch.int64)
-
-
-def _tv_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
-                    iou_threshold: float) -> torch.Tensor:
-    if boxes.numel() > 4000:  # _batched_nms_vanilla
-        keep_mask = torch.zeros_like(scores, dtype=torch.bool)
-        for class_id in torch.unique(idxs):
-            curr = torch.where(idxs == class_id)[0]
-            keep_mask[curr[_tv_nms(boxes[curr], scores[curr], iou_threshold)]] = True
-        keep = torch.where(keep_mask)[0]
-        return keep[scores[keep].sort(descending=True)[1]]
-    if boxes.numel() == 0:  # _batched_nms_coordinate_trick
-        return torch.empty((0,), dtype=torch.int64)
-    offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
-    return _tv_nms(boxes + offsets[:, None], scores, iou_threshold)
-
-
-def _tv_box_area(boxes: torch.Tensor) -> torch.Tensor:
-    if boxes.is_floating_point():
-        boxes = boxes if boxes.dtype in (torch.float32, torch.float64) else boxes.float()
-    else:
-        boxes = boxes if boxes.dtype in (torch.int32, torch.int64) else boxes.int()
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 @pytest.fixture(scope="module")
 def official_cls() -> type:
     pytest.importorskip("sam2")
-    fake = types.ModuleType("torchvision")
-    fake.transforms = types.ModuleType("torchvision.transforms")
-    fake.transforms.ToTensor, fake.transforms.Resize, fake.transforms.Normalize = _ToTensor, _Resize, _Normalize
-    fake.ops = types.ModuleType("torchvision.ops")
-    fake.ops.boxes = types.ModuleType("torchvision.ops.boxes")
-    fake.ops.boxes.batched_nms, fake.ops.boxes.box_area = _tv_batched_nms, _tv_box_area
-    added = {"torchvision": fake, "torchvision.transforms": fake.transforms, "torchvision.ops": fake.ops,
-             "torchvision.ops.boxes": fake.ops.boxes}
-    assert not set(added) & set(sys.modules), "a real torchvision is installed: use the official class directly"
-    sys.modules.update(added)
-    try:
-        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-    finally:
-        for name in [*added, "sam2.utils.transforms", "sam2.sam2_image_predictor", "sam2.automatic_mask_generator"]:
-            sys.modules.pop(name, None)
-    return SAM2AutomaticMaskGenerator
+    return official_generator_cls()
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +60,6 @@ def images(shared_data: Path) -> dict[str, np.ndarray]:
 
 
 # ---- comparison ---------------------------------------------------------------------------------------
-def _official_generator(cls: type, model: torch.nn.Module, **options: Any) -> Any:
-    gen = cls(model, **options)
-    h = SIZE // 16
-    gen.predictor._bb_feat_sizes = [(4 * h, 4 * h), (2 * h, 2 * h), (h, h)]  # hard-coded for 1024 px
-    return gen
-
-
 def _compare(ours: list[dict], ref: list[dict], case: str) -> dict[str, float]:
     """Same count; each official record matched to ours (same prompt point, best mask IoU); then masks, boxes,
     areas, scores, crop boxes. Returns the worst differences seen."""
@@ -184,6 +109,67 @@ def test_parity_with_official(case, exported_tiny_256, official_cls, model, imag
     image, options = CASES[case]
     ours = AutomaticMaskGenerator(exported_tiny_256, **options).generate(images[image])
     with torch.inference_mode():
-        ref = _official_generator(official_cls, model, **options).generate(images[image])
+        ref = official_generator(official_cls, model, SIZE, **options).generate(images[image])
     assert ref, f"{case}: the official generator found no mask; the comparison would prove nothing"
     _compare(ours, ref, case)
+
+
+# ---- the pieces -----------------------------------------------------------------------------------------
+def test_nms_stand_in_hand_made() -> None:
+    """Known answers: IoU 81/119 = 0.68 survives 0.7 but not 0.6; equal IoU to the threshold survives; a
+    suppressed box does not suppress others; categories never suppress each other."""
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [2, 2, 12, 12], [50, 50, 60, 60]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.1])
+    zeros = torch.zeros(4)
+    assert batched_nms(boxes, scores, zeros, 0.7).tolist() == [0, 1, 2, 3]
+    assert batched_nms(boxes, scores, zeros, 0.6).tolist() == [0, 2, 3]  # 1 goes; 2 overlaps 0 by 64/136
+    assert batched_nms(boxes, scores, zeros, 0.4).tolist() == [0, 3]
+    half = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 5]], dtype=torch.float32)  # IoU exactly 0.5
+    assert batched_nms(half, torch.tensor([0.9, 0.8]), torch.zeros(2), 0.5).tolist() == [0, 1]
+    assert batched_nms(boxes, scores, torch.tensor([0, 1, 0, 1]), 0.4).tolist() == [0, 1, 3]
+
+
+@pytest.mark.parametrize("n", [30, 1200])  # 1200 boxes = 4800 values: torchvision's per-category branch
+def test_opencv_nms_equals_torchvision(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.integers(0, 200, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(1, 60, (n, 2))], axis=1)  # x0, y0, x1, y1 (int, as masks give)
+    scores = rng.permutation(n).astype(np.float32) / n  # no ties: the order is defined
+    for thresh in (0.3, 0.7):
+        ref = batched_nms(torch.as_tensor(boxes).float(), torch.as_tensor(scores), torch.zeros(n), thresh)
+        assert U.nms(boxes, scores, thresh).tolist() == ref.tolist()
+
+
+def test_encodings_grids_and_crops_equal_official() -> None:
+    from sam2.utils import amg
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((4, 37, 53)) > 0.6
+    masks[1] = True  # starts with foreground
+    masks[2] = False  # empty
+    for mask, rle in zip(masks, amg.mask_to_rle_pytorch(torch.as_tensor(masks))):
+        assert U.mask_to_rle(mask) == rle
+        np.testing.assert_array_equal(U.rle_to_mask(rle), mask)
+        assert U.coco_rle(mask) == amg.coco_encode_rle(rle)
+        assert U.mask_box(mask) == tuple(amg.batched_mask_to_box(torch.as_tensor(mask[None]))[0].tolist())
+    for args in ((32, 0, 1), (16, 2, 2), (5, 1, 2)):
+        ref = amg.build_all_layer_point_grids(*args)
+        assert all(np.array_equal(a, b) for a, b in zip(U.layer_point_grids(*args), ref, strict=True))
+    for hw, layers, ratio in (((1200, 1800), 1, 512 / 1500), ((534, 800), 2, 0.2), ((720, 1280), 0, 0.3)):
+        assert U.crop_boxes(hw, layers, ratio) == amg.generate_crop_boxes(hw, layers, ratio)
+    low = torch.as_tensor(rng.standard_normal((3, 64, 64)).astype(np.float32))
+    ref = torch.nn.functional.interpolate(low[None], (301, 457), mode="bilinear", align_corners=False)[0]
+    masks, stability = U.upscale_masks(low.numpy(), (301, 457), 0.1, 0.5)
+    np.testing.assert_array_equal(masks, (ref > 0.1).numpy())
+    np.testing.assert_allclose(stability, amg.calculate_stability_score(ref, 0.1, 0.5).numpy(), atol=1e-6)
+
+
+def test_remove_small_regions_hand_made() -> None:
+    plane = np.full((12, 12), -1.0, np.float32)
+    plane[1:9, 1:9] = 2.0
+    plane[4, 4] = -3.0  # a 1-pixel hole
+    plane[10:12, 10:12] = 1.0  # a 4-pixel island
+    out = U.remove_small_regions(plane[None], 4)[0]
+    assert out[4, 4] == 10.0 and (out[10:12, 10:12] == -10.0).all()
+    assert (out[0] == -1.0).all() and out[2, 2] == 2.0  # the big background and mask stay
+    assert np.array_equal(U.remove_small_regions(plane[None], 0)[0], plane)
