@@ -3,7 +3,7 @@ official ``SAM2AutomaticMaskGenerator`` (PyTorch CPU), same weights, image and o
 
 For each exported model folder: build the official model with the weights it was exported from (seeded
 random weights or a checkpoint, read from the manifest), run both generators ``--repeats`` times on the image
-(one warm-up each first, not timed) and compare their records (count, matched mask IoU, score differences),
+(after ``--warmup`` untimed runs each) and compare their records (count, matched mask IoU, score differences),
 so a speedup is never quoted for different results. The machine (CPU model, cores, load average) goes into
 the JSON. Needs torch and the official ``sam2`` (the export extra)::
 
@@ -59,8 +59,9 @@ def compare(ours: list[dict], ref: list[dict]) -> dict[str, Any]:
             "max_score_diff": worst_score if ref else None}
 
 
-def _timed(fn: Any, repeats: int) -> tuple[list[dict], list[float]]:
-    fn()  # warm-up
+def _timed(fn: Any, repeats: int, warmup: int) -> tuple[list[dict], list[float]]:
+    for _ in range(warmup):
+        fn()
     seconds, out = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -69,8 +70,8 @@ def _timed(fn: Any, repeats: int) -> tuple[list[dict], list[float]]:
     return out, seconds
 
 
-def bench_model(model_dir: Path, rgb: np.ndarray, options: dict[str, Any], repeats: int, threads: int,
-                reference: Path | None) -> dict[str, Any]:
+def bench_model(model_dir: Path, rgb: np.ndarray, options: dict[str, Any], repeats: int, warmup: int,
+                threads: int, reference: Path | None) -> dict[str, Any]:
     """Both generators on one model folder; ``reference``: the fp32 folder whose weights the official runs
     (for an int8-cpu folder), default ``model_dir`` itself."""
     import torch
@@ -86,9 +87,9 @@ def bench_model(model_dir: Path, rgb: np.ndarray, options: dict[str, Any], repea
     model = build_model(manifest.model_name, manifest.image_size, random_seed=source["random_seed"])[0]
     ours = AutomaticMaskGenerator(model_dir, threads=threads, **options)
     official = official_generator(official_generator_cls(), model, manifest.image_size, **options)
-    ours_out, ours_s = _timed(lambda: ours.generate(rgb), repeats)
+    ours_out, ours_s = _timed(lambda: ours.generate(rgb), repeats, warmup)
     with torch.inference_mode():
-        ref_out, ref_s = _timed(lambda: official.generate(rgb), repeats)
+        ref_out, ref_s = _timed(lambda: official.generate(rgb), repeats, warmup)
     row = {"model": str(model_dir), "image_size": manifest.image_size, "precision": load_manifest(model_dir).precision,
            "sam2rt_s_per_image": float(np.median(ours_s)), "official_s_per_image": float(np.median(ref_s)),
            "sam2rt_runs_s": ours_s, "official_runs_s": ref_s, **compare(ours_out, ref_out)}
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="per --model, the fp32 folder whose weights the official generator uses (int8-cpu models)")
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs of each generator first")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
     p.add_argument("--options", default="{}", help='generator options as JSON, e.g. \'{"pred_iou_thresh": 0.45}\' '
                                                    "(default: the official defaults, 32x32 grid)")
@@ -116,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     report = {"machine": {**machine(), "torch_threads": torch.get_num_threads()}, "image": str(args.image),
-              "image_hw": list(rgb.shape[:2]), "options": options, "repeats": args.repeats, "results": []}
+              "image_hw": list(rgb.shape[:2]), "options": options, "repeats": args.repeats,
+              "warmup": args.warmup, "results": []}
     for model_dir, ref in zip(args.model, refs):
-        row = bench_model(model_dir, rgb, options, args.repeats, args.threads, ref)
+        row = bench_model(model_dir, rgb, options, args.repeats, args.warmup, args.threads, ref)
         report["results"].append(row)
         print(f"{model_dir} ({row['image_size']} px, {row['precision']}): sam2rt {row['sam2rt_s_per_image']:.2f} s, "
               f"official {row['official_s_per_image']:.2f} s per image ({row['speedup']:.2f}x); masks "

@@ -74,7 +74,7 @@ examples:
   sam2rt segment --model models/tiny --image truck.jpg --point 500,375 --out mask.png
   sam2rt segment --model models/tiny --image truck.jpg --box 75,275,1725,850 --point 575,750,0 --out mask.png
   sam2rt segment --model models/tiny --image truck.jpg --point 500,375 --out mask.png --all-masks
-  sam2rt segment --model models/tiny --image truck.jpg --everything --out labels.png   (+ labels.json, labels_overlay.png)
+  sam2rt segment --model models/tiny --image truck.jpg --everything --out labels.png  (+ .json, _overlay.png)
 """
 
 

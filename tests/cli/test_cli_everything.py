@@ -14,6 +14,8 @@ from sam2rt.cli import main
 from sam2rt.runtime.amg_utils import decode_segmentation
 from sam2rt.runtime.automatic import AutomaticMaskGenerator
 
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
+
 # random weights: IoU predictions near 0.5 and low-contrast masks; these options let masks survive
 SURVIVE = ["--pred-iou-thresh", "0.45", "--stability-score-thresh", "0.1", "--stability-score-offset", "0.05",
            "--box-nms-thresh", "1.0", "--points-per-side", "3"]
@@ -73,6 +75,6 @@ def test_track_everything_nothing_found(exported_tiny_256: Path, frames: Path, t
     """Official thresholds on random weights keep no mask: a clear message, no crash, nothing written."""
     out = tmp_path / "overlay.mp4"
     assert main(["track", "--model", str(exported_tiny_256), "--video", str(frames), "--everything",
-                 "--points-per-side", "2", "--out", str(out)]) == 1
+                 "--points-per-side", "2", "--out", str(out)]) == 2
     assert "kept no mask on frame 0" in capsys.readouterr().err
     assert not out.exists()

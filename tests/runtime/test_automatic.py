@@ -56,7 +56,20 @@ def images(shared_data: Path) -> dict[str, np.ndarray]:
     capture.release()
     assert ok, "cannot read a frame of cups.mp4"
     out["cups frame 30"] = bgr[:, :, ::-1].copy()  # a video frame: not one of the images the other tests use
+    out["shapes"] = _shapes()
     return out
+
+
+def _shapes() -> np.ndarray:
+    """Five flat disks on grey: flat regions give random weights flat logits, so masks follow the disks and
+    stay inside crops (on the real images every crop mask reaches a crop edge and is dropped)."""
+    import cv2
+
+    rgb = np.full((600, 800, 3), 128, np.uint8)
+    for x, y, r, color in ((150, 150, 60, (230, 40, 40)), (600, 130, 70, (40, 200, 60)), (400, 300, 50, (40, 60, 230)),
+                           (170, 450, 80, (240, 220, 30)), (640, 470, 60, (20, 20, 20))):
+        cv2.circle(rgb, (x, y), r, color, -1)
+    return rgb
 
 
 # ---- comparison ---------------------------------------------------------------------------------------
@@ -101,6 +114,8 @@ CASES = {  # image, options: no NMS (every survivor compared); NMS with crops an
                                                       crop_n_points_downscale_factor=2, box_nms_thresh=1.0,
                                                       crop_nms_thresh=1.0, mask_threshold=0.05,
                                                       output_mode="uncompressed_rle", **SURVIVE)),
+    "shapes, crops + m2m + NMS": ("shapes", dict(points_per_side=4, crop_n_layers=1, mask_threshold=0.2,
+                                                 use_m2m=True, **SURVIVE)),
 }
 
 
