@@ -209,21 +209,23 @@ class AutomaticMaskGenerator:
             low = U.remove_small_regions(low, self.min_mask_region_area)
 
         ch, cw = crop_hw
-        out = _Found()
+        kept, stabilities, boxes, patches = [], [], [], []
         step = max(1, _MASK_PIXELS // (ch * cw))
         for s in range(0, len(low), step):
             masks, stability = U.upscale_masks(low[s:s + step], crop_hw, self.mask_threshold,
                                                self.stability_score_offset)  # (k, ch, cw) bool, (k,)
-            ok = stability >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else \
-                np.ones(len(masks), bool)
-            for j in np.flatnonzero(ok):
+            for j in range(len(masks)):
+                if self.stability_score_thresh > 0.0 and not stability[j] >= self.stability_score_thresh:
+                    continue  # (NaN, an empty mask, fails too)
                 box = U.mask_box(masks[j])
-                patch = masks[j, box[1]:box[3] + 1, box[0]:box[2] + 1].copy()
-                out.extend(_Found(np.array([box], np.int64), iou[s + j:s + j + 1], points[s + j:s + j + 1],
-                                  stability[j:j + 1], np.zeros((1, 4), np.int64), [patch]))
-        if len(out.iou):
-            edge = U.near_crop_edge(out.boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
-            out = out.select(~edge)
+                kept.append(s + j)
+                stabilities.append(stability[j])
+                boxes.append(box)
+                patches.append(masks[j, box[1]:box[3] + 1, box[0]:box[2] + 1].copy())
+        out = _Found(np.array(boxes, np.int64).reshape(-1, 4), iou[kept], points[kept],
+                     np.array(stabilities, np.float32), np.zeros((len(kept), 4), np.int64), patches)
+        if kept:
+            out = out.select(~U.near_crop_edge(out.boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]]))
         return out
 
     def _decode(self, coords: np.ndarray, mask_input: np.ndarray | None,

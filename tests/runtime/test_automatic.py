@@ -188,3 +188,27 @@ def test_remove_small_regions_hand_made() -> None:
     assert out[4, 4] == 10.0 and (out[10:12, 10:12] == -10.0).all()
     assert (out[0] == -1.0).all() and out[2, 2] == 2.0  # the big background and mask stay
     assert np.array_equal(U.remove_small_regions(plane[None], 0)[0], plane)
+
+
+@pytest.mark.parametrize("options, needle", [
+    (dict(output_mode="png"), "output_mode must be one of"),
+    (dict(points_per_side=None), "exactly one of points_per_side"),
+    (dict(point_grids=[np.zeros((4, 2))]), "exactly one of points_per_side"),
+    (dict(points_per_side=None, point_grids=[np.zeros((4, 2))], crop_n_layers=1), "one grid per crop layer"),
+    (dict(points_per_batch=0), "points_per_batch must be a positive"),
+    (dict(crop_n_layers=-1), "must be >= 0"),
+])
+def test_bad_options_raise_before_loading(options: dict, needle: str, tmp_path: Path) -> None:
+    from sam2rt.errors import Sam2rtError
+
+    with pytest.raises(Sam2rtError, match=needle):
+        AutomaticMaskGenerator(tmp_path / "no-model", **options)
+
+
+def test_bad_image_raises(exported_tiny_256: Path) -> None:
+    from sam2rt.errors import Sam2rtError
+
+    generator = AutomaticMaskGenerator(exported_tiny_256, points_per_side=2)
+    for image in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), "truck.jpg"):
+        with pytest.raises(Sam2rtError, match="RGB image"):
+            generator.generate(image)
