@@ -60,8 +60,9 @@ def test_ring_selection_after_twenty_frames() -> None:
     bank.add_cond(b, 0)
     bank.commit(0, (b,))
     for t in range(1, 21):
-        assert bank.mem_slot(t) == 4 + t % 6 and bank.ptr_slot(t) == 4 + t % 15
-        bank.commit(t)
+        moved = bank.commit(t)  # frame t goes to the newest slots, frame t-1 to its ring slots
+        assert bank.mem_slot(t) == bank.mem_new == 9 and bank.ptr_slot(t) == bank.ptr_new == 18
+        assert moved == (4 + (t - 1) % 5, 4 + (t - 1) % 14) == (bank.mem_slot(t - 1), bank.ptr_slot(t - 1))
     out = _prepare(bank, 21)
     valid, tpos = out["memory_valid"][:, 0], out["memory_tpos"][:, 0]
     assert valid.sum() == 7 and valid[0] and tpos[0] == 6  # the conditioning frame + the 6 previous frames
