@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from sam2rt.runtime.backends.cuda import Buf, HostAllocator
@@ -35,10 +36,13 @@ class NullExecutor:
         self._staging: np.ndarray | None = None
         self._masks: np.ndarray | None = None
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
         if self._staging is None or self._staging.shape != rgb.shape:
             self._staging = np.empty_like(rgb)
-        np.copyto(self._staging, rgb)  # the frame into pinned memory; the resize runs on the device
+        if bgr:  # as TrtExecutor: the one copy into pinned staging swaps the channels
+            cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=self._staging)
+        else:
+            np.copyto(self._staging, rgb)  # the frame into pinned memory; the resize runs on the device
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         """No arithmetic."""

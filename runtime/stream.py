@@ -38,7 +38,7 @@ from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TE
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input
-from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result
+from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result, resize_logits
 from sam2rt.runtime.stream_prompts import PromptRunner
 
 
@@ -123,7 +123,7 @@ class StreamTracker:
         """The image encoder on a new frame, into ``vision_feat`` (the previous frame's moves to vision_feat_prev)."""
         buf = self._frame_bufs
         self.executor.allocator.copy(buf["vision_feat_prev"], buf["vision_feat"])
-        self.executor.preprocess(rgb, buf["image"])
+        self.executor.preprocess(rgb, buf["image"], self.bgr)  # channel order handled inside
         self.executor.run("image_encoder", {"image": buf["image"], "vision_feat": buf["vision_feat"],
                                             "feat_s0": buf["feat_s0"], "feat_s1": buf["feat_s1"]})
 
@@ -203,7 +203,7 @@ class StreamTracker:
         if output == "result":
             return make_result(new, self.obj_ids, self._masks, self._scores, self._size,
                                threshold=self._threshold(objs["low_res_masks"], low), **options)
-        return self.obj_ids, self.engine.to_video_res(self._masks, *self._size)
+        return self.obj_ids, resize_logits(self._masks, self._size)
 
     def _step_key(self) -> tuple[int, ...]:
         """What the captured step's bound addresses and shapes depend on: the object count (the buffers of one
@@ -269,7 +269,7 @@ class StreamTracker:
         self._cond_now[b] = is_cond
         self._masks, self._scores = self._masks.copy(), self._scores.copy()  # a returned TrackResult keeps its own
         self._masks[b], self._scores[b] = low[0], score
-        return t, self.obj_ids, self.engine.to_video_res(self._masks, H, W)
+        return t, self.obj_ids, resize_logits(self._masks, (H, W))
 
     def _add_object(self, obj_id: int) -> int:
         """A new column in every per-object buffer (copied over on the memory side, old buffers freed)."""
@@ -369,7 +369,7 @@ class StreamTracker:
         if size is not None and frame.shape[:2] != size:
             raise Sam2rtError(f"the frame is {frame.shape[1]}x{frame.shape[0]} but the stream is "
                               f"{size[1]}x{size[0]}; resize it, or call load_first_frame to start a new stream")
-        return np.ascontiguousarray(frame[:, :, ::-1] if self.bgr else frame)
+        return np.ascontiguousarray(frame)  # BGR stays BGR: preprocessing swaps channels on its small image
 
 
 __all__ = ["StreamTracker", "TrackResult"]

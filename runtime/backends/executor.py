@@ -95,8 +95,8 @@ class Executor(Protocol):
     allocator: Any
     generation: int
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
-        """(H, W, 3) uint8 RGB frame -> the (1, 3, S, S) float32 ``image`` buffer."""
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
+        """(H, W, 3) uint8 RGB (or BGR) frame -> the (1, 3, S, S) float32 ``image`` buffer."""
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         """Enqueue ``graph`` with each input/output name bound to its buffer (no capture)."""
@@ -130,8 +130,8 @@ class HostExecutor:
         self.allocator = HostAllocator()
         self.generation = 0
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
-        np.copyto(image.array, self._preprocess(rgb, self.image_size))
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
+        np.copyto(image.array, self._preprocess(rgb, self.image_size, bgr))
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         spec = C.GRAPHS_BY_NAME[graph]

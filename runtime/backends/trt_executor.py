@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from sam2rt import contract as C
@@ -132,7 +133,9 @@ class TrtExecutor:
     def _direct_or_none(self, graph: str) -> TrtContext | None:
         return self.context(graph) if graph in self.engines else None
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
+        """The frame into pinned staging (BGR frames swapped to RGB by that same one copy), up, and the GPU
+        preprocessing engine into ``image``."""
         H, W = rgb.shape[:2]
         if max(H, W) > self.max_side or min(H, W) < 32:
             raise Sam2rtError(f"the frame is {W}x{H}; the preprocessing engine takes sides 32..{self.max_side}: "
@@ -146,7 +149,10 @@ class TrtExecutor:
                 self._frame[name] = self.allocator.alloc(value.shape, value.dtype, mirrored=True)
                 np.copyto(self._frame[name].mirror, value)
                 self.allocator.upload(self._frame[name])
-        np.copyto(self._frame["frame"].mirror, rgb)
+        if bgr:
+            cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=self._frame["frame"].mirror)
+        else:
+            np.copyto(self._frame["frame"].mirror, rgb)
         self.allocator.upload(self._frame["frame"])
         self.run(self._prep_graph, {**self._frame, "image": image})  # Pillow's pass order for this size
 

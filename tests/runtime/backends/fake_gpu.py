@@ -291,8 +291,9 @@ class FakeGraphs:
 
     def memory_attention(self, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         weight = f["memory_valid"] * self.w_tpos[np.clip(f["memory_tpos"], 0, 7)]  # (M, B)
-        mem = np.einsum("mb,mbpc->bpc", weight, f["memory"])  # (B, hw, 64)
-        ptr = np.einsum("pb,pbc->bc", f["obj_ptr_valid"] * (1 + f["obj_ptr_tpos"]), f["obj_ptrs"])  # (B, 256)
+        mem = (weight.astype(np.float32)[:, :, None, None] * f["memory"]).sum(0)  # (B, hw, 64)
+        ptr_weight = (f["obj_ptr_valid"] * (1 + f["obj_ptr_tpos"])).astype(np.float32)
+        ptr = (ptr_weight[:, :, None] * f["obj_ptrs"]).sum(0)  # (B, 256)
         B, h = mem.shape[0], self.h
         spatial = (mem @ self.w_enc).transpose(0, 2, 1).reshape(B, 256, h, h)
         return {"conditioned_feat": np.tanh(f["vision_feat"] + spatial + 0.1 * ptr[:, :, None, None])}
@@ -316,7 +317,8 @@ class FakeGraphs:
 
     def memory_encoder(self, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         logits = f["mask_logits"][:, 0]
-        m = np.where(f["binarize"][:, None, None], (logits > 0).astype(np.float32), 1 / (1 + np.exp(-logits)))
+        m = np.where(f["binarize"][:, None, None], (logits > 0).astype(np.float32),
+                     0.5 + 0.5 * np.tanh(0.5 * logits))  # a sigmoid
         m = _pool(m, 4).reshape(m.shape[0], -1)  # (B, hw)
         v = f["vision_feat"][0].reshape(256, -1).T  # (hw, 256)
         mem = np.tanh((v @ self.w_mem)[None] * (1 + m[:, :, None]) + 0.1 * f["object_score_logits"][:, :, None])
