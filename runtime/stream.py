@@ -252,6 +252,10 @@ class StreamTracker:
         if b is None and len(self._ids) >= limit:
             raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "
                               "remove one first")
+        engine_limit = getattr(self.executor, "max_objects", None)
+        if b is None and engine_limit is not None and len(self._ids) >= engine_limit:
+            raise Sam2rtError(f"these engines take at most {engine_limit} objects; remove one first, or rebuild "
+                              f"them for more: {self.executor.rebuild}")
         # from here on nothing can fail on the user's input
         t = self._t
         is_init = b is None or self._added_at[b] == t

@@ -43,7 +43,9 @@ def executor_for(runners: dict[str, GraphRunner]) -> "TrtExecutor":
         raise Sam2rtError("the TensorRT executor needs backend trt")
     if not hasattr(first, "bf16_rounder"):
         first.bf16_rounder = rounder_or_none(first.image_size, first.build_config.max_objects, first.rebuild)
-    return TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side, first.bf16_rounder)
+    ex = TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side, first.bf16_rounder)
+    ex.max_objects, ex.rebuild = first.build_config.max_objects, first.rebuild
+    return ex
 
 
 def rounder_or_none(image_size: int, max_objects: int, rebuild: str) -> TrtEngine | None:
@@ -117,6 +119,8 @@ class TrtExecutor:
         self.post = DeviceMasks(self.allocator, self.stream, self._direct_or_none(C.POSTPROCESS.name),
                                 C.resolve_dims(image_size)["h4"], max_frame_side)
         self.closed = False
+        self.max_objects: int | None = None  # the engines' profile maximum (set by executor_for)
+        self.rebuild = "sam2rt build MODEL_DIR --max-objects N"
 
     @property
     def generation(self) -> int:

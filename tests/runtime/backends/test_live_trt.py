@@ -206,3 +206,45 @@ def test_bf16_rounder_build_failure_falls_back_to_float32(engine, fake_gpu: Fake
         tracker.add_new_prompt(0, 1, points=[[40, 35]], labels=[1])
     for f in frames[1:]:
         np.testing.assert_array_equal(host.track(f)[1], device.track(f)[1])
+
+
+def test_memory_estimate_matches_what_a_stream_allocates(exported_tiny_256: Path, fake_gpu: FakeCudart,
+                                                         monkeypatch, tmp_path: Path, capsys) -> None:
+    """``sam2rt build``'s memory line from fake engines' own figures (scratch = the largest engine's, weights =
+    the engine files), against what a live stream with 4 objects on 720p frames really allocates."""
+    from sam2rt.cli import main
+    from sam2rt.engines import builder, model_engines
+    from sam2rt.engines.config import BuildConfig
+    from sam2rt.runtime.backends import trt, trt_executor
+    from sam2rt.runtime.model import Model, engine_memory
+
+    scratch = {name: (i + 1) << 20 for i, name in enumerate(
+        ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder", "preprocess_vertical_first",
+         "preprocess_horizontal_first", "postprocess_masks", "bf16_round"])}
+    scratch["memory_attention"] = 40 << 20  # the largest: the one scratch of every context
+    engines = trt_engines(fake_engines(fake_gpu, FakeGraphs(256), scratch=scratch))
+    rounder = engines.pop("bf16_round")
+    monkeypatch.setattr(trt, "load_engines", lambda model_dir, engine_dir=None: (engines, BuildConfig(max_objects=4)))
+    monkeypatch.setattr(trt_executor, "build_bf16_rounder", lambda *a: rounder)
+    (tmp_path / "image_encoder.engine").write_bytes(b"\0" * (3 << 20))
+    (tmp_path / "mask_decoder.engine").write_bytes(b"\0" * (1 << 20))
+    m = engine_memory(exported_tiny_256, tmp_path, frame=(720, 1280))
+    assert m["engines_mib"] == 4 and m["scratch_per_stream_mib"] == 40 and m["objects"] == 4
+
+    stream = Model(exported_tiny_256, backend="trt").stream()
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    stream.load_first_frame(frame)
+    for k in range(4):
+        stream.add_new_prompt(0, k + 1, points=[[100 + 200 * k, 300]], labels=[1])
+    for _ in range(3):
+        stream.track(frame, output="result")
+    held = sum(fake_gpu.memory[p].nbytes - 256 for p in fake_gpu.device) - stream.executor.scratch.nbytes
+    estimate = m["buffers_per_stream_mib"] * 2**20
+    assert held <= estimate <= 1.1 * held, (held, estimate)
+    stream.close()
+
+    monkeypatch.setattr(builder, "import_tensorrt", lambda: None)
+    monkeypatch.setattr(model_engines, "build_model_engines", lambda *a, **k: None)
+    assert main(["build", str(exported_tiny_256), "--out", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("device memory from the engines: 4 MiB of engines") and "40 MiB scratch" in line
