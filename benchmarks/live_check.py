@@ -16,6 +16,17 @@ from typing import Any
 import numpy as np
 
 
+class CheckFailed(Exception):
+    """A value read back from the GPU was not what was expected."""
+
+
+def expect(ok: bool, what: str) -> None:
+    """Print ``what`` as passed, or raise CheckFailed(what)."""
+    if not ok:
+        raise CheckFailed(what)
+    print(f"  ok  {what}")
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """What a device tracker may differ by from ONNX Runtime CPU on the same export, per frame and object.

@@ -27,7 +27,7 @@ from sam2rt.runtime.backends.cuda import Buf, CudaAllocator, Stream, import_cuda
 from sam2rt.runtime.backends.cuda_graph import GraphCache
 from sam2rt.runtime.backends.device_masks import DeviceMasks
 from sam2rt.runtime.backends.runner import GraphRunner
-from sam2rt.runtime.backends.trt import STEP_GRAPHS, TrtContext, TrtEngine, TrtRunner
+from sam2rt.runtime.backends.trt import TrtContext, TrtEngine, TrtRunner
 
 ROUNDER = "bf16_round"
 

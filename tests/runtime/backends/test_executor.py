@@ -92,8 +92,8 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
     consecutive run and replayed from the third; keys that keep changing are never captured; one graph lives at
     a time (a new key's capture destroys the old); release destroys it and moves the generation on; the step
     and direct contexts are the executor's own."""
-    from sam2rt.runtime.backends import cuda_graph
-    from sam2rt.runtime.backends import trt_executor
+    from sam2rt.runtime.backends import cuda_graph, trt_executor
+    from sam2rt.runtime.backends.trt import STEP_GRAPHS
 
     made, closed = [], []
 
@@ -129,7 +129,7 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
     ex.graphs = cuda_graph.GraphCache(ex.stream)
     ex.allocator = HostAllocator()
     ex.direct = {g: FakeContext() for g in ("memory_attention", "mask_decoder", "memory_encoder", "image_encoder")}
-    ex.step_contexts = {g: FakeContext() for g in trt_executor.STEP_GRAPHS}
+    ex.step_contexts = {g: FakeContext() for g in STEP_GRAPHS}
     ex._capturing, ex._frame = False, {}
     buf = ex.allocator.alloc((2,), np.float32)
     calls = []
