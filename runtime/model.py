@@ -72,7 +72,9 @@ def stream_device_bytes(image_size: int, bank: C.BankConfig, objects: int, frame
     dims = {**C.resolve_dims(image_size), "M": bank.memory_slots, "P": bank.ptr_slots}
     H, W = frame
     S, h4, hw = dims["S"], dims["h4"], dims["hw"]
-    staging = H * W * 3 + 4 * (S * H + W * S)  # frame (uint8) + resize_rows (S, H) + resize_cols (W, S)
+    from sam2rt.engines.preprocess import resize_inputs
+
+    staging = H * W * 3 + sum(v.nbytes for v in resize_inputs(H, W, S).feeds.values())  # frame + resize feeds
     masks = objects * (H * W + 4 * h4 * h4) + 4 * (H * h4 + h4 * W)  # masks, uploaded logits, weights
     device = (planned_bytes(FRAME_TENSORS, dims) + planned_bytes(OBJECT_TENSORS, {**dims, "B": objects, "N": 1})
               + planned_bytes(OBJECT_TENSORS, {**dims, "B": 1, "N": points}) + staging + masks

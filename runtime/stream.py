@@ -33,7 +33,7 @@ from sam2rt.errors import Sam2rtError
 from sam2rt.runtime import prompts as P
 from sam2rt.runtime.bank import SelectionRules
 from sam2rt.runtime.backends.cuda import Buf
-from sam2rt.runtime.backends.device_bank import DeviceBank
+from sam2rt.runtime.backends.device_bank import DeviceBank, bind_prefix, valid_prefix
 from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, default_executor,
                                         relayout)
 from sam2rt.runtime.engine import Engine
@@ -160,6 +160,7 @@ class StreamTracker:
             alloc.copy(objs["memory"].slot(moved[0]), objs["memory"].slot(self.bank.mem_new))
             alloc.copy(objs["obj_ptrs"].slot(moved[1]), objs["obj_ptrs"].slot(self.bank.ptr_new))
         self.bank.prepare(new, {n: objs[n].mirror for n in CONTROLS})
+        bound = valid_prefix(objs["memory_valid"].mirror, objs["obj_ptr_valid"].mirror)  # slots attention reads
         self._encode_frame(rgb)
         # Every address below is the same on every frame for one object count (newest slots, the two
         # feature buffers); what changes per frame is in the pinned mirrors the uploads read: one CUDA graph.
@@ -178,7 +179,7 @@ class StreamTracker:
                 alloc.upload(objs[name])
             tensors = {**objs.bufs, "vision_feat": frame["vision_feat"], "feat_s0": frame["feat_s0"],
                        "feat_s1": frame["feat_s1"]}
-            run("memory_attention", tensors)
+            run("memory_attention", bind_prefix(tensors, *bound))
             run("mask_decoder", {**tensors, "image_embed": objs["conditioned_feat"]})
             alloc.download(objs["low_res_masks"])
             alloc.download(objs["object_score_logits"])
@@ -186,12 +187,12 @@ class StreamTracker:
         if cond:  # a conditioning frame also goes to its object's cond slot (frames after prompts): not captured
             encode()
             for b in cond:
-                c = self.bank.cond[b][t]
-                alloc.copy(objs["memory"].slot(c).slot(b), newest.slot(b))
-                alloc.copy(objs["obj_ptrs"].slot(c).slot(b), newest_ptr.slot(b))
+                mem_c, ptr_c = self.bank.cond_slot(b, t)
+                alloc.copy(objs["memory"].slot(mem_c).slot(b), newest.slot(b))
+                alloc.copy(objs["obj_ptrs"].slot(ptr_c).slot(b), newest_ptr.slot(b))
             track_next()
         else:
-            self.executor.step(self._step_key(), lambda: (encode(), track_next()))
+            self.executor.step(self._step_key(bound), lambda: (encode(), track_next()))
         self.executor.synchronize()
         self._t = new
         objs["binarize"].mirror[...] = False
@@ -205,10 +206,12 @@ class StreamTracker:
                                threshold=self._threshold(objs["low_res_masks"], low), **options)
         return self.obj_ids, resize_logits(self._masks, self._size)
 
-    def _step_key(self) -> tuple[int, ...]:
+    def _step_key(self, bound: tuple[int, int]) -> tuple[int, ...]:
         """What the captured step's bound addresses and shapes depend on: the object count (the buffers of one
-        count are one generation of the executor; ring positions and temporal indices are device inputs)."""
-        return (self.bank.batch,)
+        count are one generation of the executor; ring positions and temporal indices are device inputs) and
+        the bound prefix of memory and pointer slots (constant once the rings are in use; the executor
+        captures only a key that repeats)."""
+        return (self.bank.batch, *bound)
 
     def _threshold(self, step_logits: Buf, low: np.ndarray) -> Any:
         """The executor's ``masks`` hook (None: the host's threshold_resize). It may bind the step's logits
