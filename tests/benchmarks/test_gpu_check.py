@@ -105,7 +105,7 @@ def test_live_comparison_catches_a_stale_graph(engine, monkeypatch) -> None:
     cudart = fake_gpu.FakeCudart()
     fake_gpu.install(monkeypatch, cudart)
     (device, host), = _pairs(engine, cudart, 1)
-    device._step_key = lambda: ()
+    device._step_key = lambda bound: ()
     device.executor.graphs.drop = lambda: None
     result, = L.run_pairs([(device, host)], [_clip(50)], L.SCRIPT, L.TOLERANCES["fp32"])
     assert result["failures"], "a stale graph went unnoticed"
