@@ -27,13 +27,21 @@ from sam2rt.runtime.backends.cuda import Buf, HostAllocator
 SKIP = 10  # frames not timed: the bank filling up, the step's direct runs and its capture
 
 
+class DeviceCopies(HostAllocator):
+    """Host buffers whose device-to-device copies cost what they cost the host on a GPU: an asynchronous
+    enqueue (a few microseconds), not a numpy copy (the bank's ring move, the feature buffer's move)."""
+
+    def copy(self, dst: Buf, src: Buf, stream: Any = None) -> None:
+        assert dst.nbytes == src.nbytes, f"copy of {src.shape} into {dst.shape}"
+
+
 class NullExecutor:
     """An executor that does no arithmetic (see the module docstring)."""
 
     stream = None
 
     def __init__(self) -> None:
-        self.allocator = HostAllocator()
+        self.allocator = DeviceCopies()
         self.generation = 0
         self._seen: dict[tuple, int] = {}
         self._staging: np.ndarray | None = None
@@ -97,7 +105,8 @@ def _timed(call: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def measure(model: Path, objects: int, frames: int, size: tuple[int, int], output: str) -> dict[str, Any]:
+def measure(model: Path, objects: int, frames: int, size: tuple[int, int], output: str,
+            image_size: int | None = None) -> dict[str, Any]:
     """Per-frame host milliseconds of ``track`` with ``objects`` objects on (H, W) frames."""
     try:
         from sam2rt.runtime.backends import executor as device_step
@@ -115,7 +124,10 @@ def measure(model: Path, objects: int, frames: int, size: tuple[int, int], outpu
         from sam2rt.runtime.engine import Engine
         from sam2rt.runtime.stream import StreamTracker
 
-        tracker = StreamTracker(engine=_engine(model, Engine), executor=ex)
+        engine = _engine(model, Engine)
+        if image_size is not None:  # the graphs never run here: buffers and logits at another model's sizes
+            engine.size, engine.h = image_size, image_size // 16
+        tracker = StreamTracker(engine=engine, executor=ex)
         which = f"StreamTracker, output={output}"
         track = (lambda f: tracker.track(f, output="result")) if output == "result" else tracker.track
     tracker.load_first_frame(clip[0])
@@ -123,7 +135,8 @@ def measure(model: Path, objects: int, frames: int, size: tuple[int, int], outpu
         tracker.add_new_prompt(0, k + 1, points=[[50 + 100 * k, 60]], labels=[1])
     i = iter(range(10**9))
     ms = _timed(lambda: track(clip[next(i) % len(clip)]), frames)[SKIP:]  # past the run + capture of the one graph
-    return {"tracker": which, "objects": objects, "frame": f"{size[1]}x{size[0]}", "frames": len(ms),
+    return {"tracker": which, "image_size": tracker.engine.size, "objects": objects,
+            "frame": f"{size[1]}x{size[0]}", "frames": len(ms),
             "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
             "p90_ms": float(np.percentile(ms, 90))}
 
@@ -169,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="track()'s output: result (the fast one: masks from the device) and/or logits")
     p.add_argument("--rounds", type=int, default=1, help="repeat the object counts in turn")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="time at this model size (buffers, low-res logits) with the model's graphs loaded: no graph "
+                        "runs, so a small export stands in for a large one")
     p.add_argument("--ort", action="store_true", help="instead: the ONNX Runtime CPU path's host share")
     args = p.parse_args(argv)
     from sam2rt.benchmarks.report import machine_info
@@ -184,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for output in args.output:
             for k in args.objects:
-                row = measure(args.model, k, args.frames, size, output)
+                row = measure(args.model, k, args.frames, size, output, args.image_size)
                 rows.append(row)
             print(f"{row['tracker']}: {k} object(s) at {row['frame']}: median {row['median_ms']:.3f} ms "
                   f"(p10 {row['p10_ms']:.3f}, p90 {row['p90_ms']:.3f}) over {row['frames']} frames", flush=True)

@@ -248,3 +248,36 @@ def test_memory_estimate_matches_what_a_stream_allocates(exported_tiny_256: Path
     assert main(["build", str(exported_tiny_256), "--out", str(tmp_path)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("device memory from the engines: 4 MiB of engines") and "40 MiB scratch" in line
+
+
+@pytest.mark.parametrize("size", [(720, 1280), (300, 257), (50, 30), (64, 64)])
+def test_logits_output_resize_equals_the_dense_bilinear(size: tuple[int, int]) -> None:
+    """``track()``'s logits output is resized by two-tap gathers with PyTorch's taps: equal to the dense
+    ``resize_bilinear`` (the official F.interpolate) to float rounding, up- and downscaling."""
+    from sam2rt.runtime.imageops import resize_bilinear
+    from sam2rt.runtime.outputs import resize_logits
+
+    low = (np.random.default_rng(0).standard_normal((3, 1, 64, 64)) * 8).astype(np.float32)
+    got = resize_logits(low, size)
+    assert got.shape == (3, 1, *size) and got.dtype == np.float32
+    np.testing.assert_allclose(got, resize_bilinear(low, size), atol=1e-5, rtol=0)
+
+
+def test_bgr_frames_are_swapped_inside_preprocessing(engine, fake_gpu: FakeCudart) -> None:
+    """bgr=True gives what RGB frames give, on the host executor and on the device (staging copy) alike."""
+    from sam2rt.runtime.backends.executor import HostExecutor
+    from sam2rt.runtime.stream import StreamTracker
+
+    host, device = _pair(engine, fake_gpu)
+    graphs = FakeGraphs(engine.size)
+    host_bgr = StreamTracker(engine=engine, executor=HostExecutor(graphs.runners(), engine.size), bgr=True)
+    _, device_bgr = _pair(engine, fake_gpu)
+    device_bgr.bgr = True
+    frames = _frames(5)
+    for tracker, flip in ((host, False), (device, False), (host_bgr, True), (device_bgr, True)):
+        tracker.load_first_frame(frames[0][:, :, ::-1].copy() if flip else frames[0])
+        tracker.add_new_prompt(0, 1, points=[[40, 35]], labels=[1])
+    for f in frames[1:]:
+        ref = host.track(f)[1]
+        for tracker, frame in ((device, f), (host_bgr, f[:, :, ::-1].copy()), (device_bgr, f[:, :, ::-1].copy())):
+            np.testing.assert_array_equal(tracker.track(frame)[1], ref)
