@@ -85,7 +85,8 @@ def live_tracker(model: Path, clip: list[np.ndarray], precision: str, report: di
             print(f"    {failure}")
         expect(not result["failures"], f"{precision} stream {i}: every frame within {tol}")
         problems = L.check_graphs(dev.executor, L.SCRIPT, result["frames"])
-        expect(not problems, f"{precision} stream {i}: one CUDA graph per object count, replayed " + "; ".join(problems))
+        expect(not problems, f"{precision} stream {i}: one CUDA graph per object count, replayed "
+               + "; ".join(problems))
     ex = pairs[0][0].executor
     if ex.rounds:  # the bf16 rounder against numpy's round-to-nearest-even
         slot = ex.allocator.alloc((2, (model_side(model) // 16) ** 2, 64), np.float32, mirrored=True)

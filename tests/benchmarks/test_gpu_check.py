@@ -40,7 +40,8 @@ def test_cuda_layer_alone_is_incomplete(monkeypatch, tmp_path: Path) -> None:
     cudart = fake_gpu.FakeCudart()
     fake_gpu.install(monkeypatch, cudart)
     real_find = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real_find(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorrt" else real_find(name, *a))
     assert gpu_check.main(["--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 3
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["status"] == "incomplete" and report["cuda_layer"] == "passed"

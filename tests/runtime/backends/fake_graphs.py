@@ -46,7 +46,8 @@ class FakeGraphs:
         embed = f["image_embed"]
         B, h4 = embed.shape[0], 4 * self.h
         base = np.repeat(np.repeat(embed.mean(1), 4, 1), 4, 2) + 0.5 * f["feat_s0"][0].mean(0)  # (B, h4, h4)
-        base = base + 0.1 * f["has_mask_input"][:, None, None] * f["mask_input"][:, 0] + 0.05 * f["multimask"][:, None, None]
+        base = (base + 0.1 * f["has_mask_input"][:, None, None] * f["mask_input"][:, 0]
+                + 0.05 * f["multimask"][:, None, None])
         yy, xx = np.mgrid[:h4, :h4].astype(np.float32)
         for b in range(B):
             for (x, y), label in zip(f["point_coords"][b], f["point_labels"][b]):
