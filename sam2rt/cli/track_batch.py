@@ -72,7 +72,7 @@ def _cmd_track_batch(args: argparse.Namespace) -> int:
     print(format_report(report, args.out))
     if report.results:
         print(f"report: {write_report(report, args.out)}")
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.failed_before else 0
 
 
 _EPILOG = """\

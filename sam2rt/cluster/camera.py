@@ -48,14 +48,15 @@ class FleetStatus:
 
 
 def _open_source(spec: CameraSpec, resume: int) -> Any:
-    """The camera's FrameReader (``sam2rt camera``'s, which reopens live sources), a file sought to ``resume``."""
-    import cv2
-
+    """The camera's FrameReader (``sam2rt camera``'s, which reopens live sources); a file is read up to frame
+    ``resume`` (grabbed, not decoded: seeking by position is not frame-exact in every container)."""
     from sam2rt.cli.camera import FrameReader
 
     reader = FrameReader(spec.source, reconnect=3)
-    if spec.is_file and resume > 0:
-        reader.cap.set(cv2.CAP_PROP_POS_FRAMES, resume)
+    if spec.is_file:
+        for _ in range(resume):
+            if not reader.cap.grab():
+                break
     return reader
 
 
@@ -93,9 +94,13 @@ class LatestFrame:
 class CameraActor:
     """Tracks one camera until its source ends or ``stop`` is called; results go to its sinks."""
 
-    def __init__(self, spec: CameraSpec, model: str, backend: str, threads: int, out: str, status: Any) -> None:
+    def __init__(self, spec: CameraSpec, model: str, backend: str, threads: int, out: str, board: str) -> None:
+        import ray
+
         self.spec, self.model, self.backend, self.threads = spec, model, backend, threads
-        self.folder, self.status = Path(out) / spec.name, status
+        # the board by name, not by handle: a restarted actor gets its arguments again, and a handle passed
+        # as an argument lives in the object store, where it may be gone by then
+        self.folder, self.status = Path(out) / spec.name, ray.get_actor(board)
         self.counters: dict[str, Any] = {"state": "starting", "frames": 0, "fps": 0.0, "dropped": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -42,6 +42,7 @@ class Fleet:
                 raise Sam2rtError(f"camera {spec.name}: no live Ray node has the address {spec.node} (nodes: "
                                   f"{', '.join(sorted(nodes))}); fix its \"node\" or start Ray on that machine")
         self.board = ray.remote(FleetStatus).options(name=board_name(cfg), num_cpus=0).remote()
+        ray.get(self.board.snapshot.remote())  # registered before a camera looks it up by name
         self.cameras: dict[str, Any] = {}
         try:
             for spec in cfg.cameras:
@@ -49,7 +50,7 @@ class Fleet:
                 actor = ray.remote(CameraActor).options(num_cpus=1, num_gpus=spec.gpus, resources=resources,
                                                         max_restarts=-1, max_task_retries=-1, max_concurrency=4)
                 self.cameras[spec.name] = actor.remote(spec, str(Path(cfg.model).absolute()), cfg.backend,
-                                                       cfg.threads, str(Path(cfg.out).absolute()), self.board)
+                                                       cfg.threads, str(Path(cfg.out).absolute()), board_name(cfg))
         except BaseException:
             self.shutdown()
             raise
