@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from sam2rt.errors import Sam2rtError
 
 
-def _print_status(status: dict, stream=sys.stdout) -> None:
+def _print_status(status: dict) -> None:
     from sam2rt.cluster.fleet import format_status
 
-    print(format_status(status), file=stream, flush=True)
+    print(format_status(status), flush=True)
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
