@@ -30,7 +30,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     from sam2rt.cluster.session import ray_session
 
     with ray_session(args.ray) as ray:
-        fleet = Fleet(cfg, ray)
+        fleet = Fleet(cfg, ray, args.ray)
         try:
             status = fleet.run(every_s=args.every, on_status=_print_status if args.every > 0 else None,
                                timeout_s=args.duration)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sam2rt.cluster.jobs import Job, earlier_failure, is_finished, model_id, read_jobs, record_failure
-from sam2rt.cluster.session import ray_session
+from sam2rt.cluster.session import check_fits, ray_session
 from sam2rt.cluster.worker import BatchWorker, JobResult
 from sam2rt.errors import Sam2rtError
 
@@ -137,6 +137,7 @@ def run_batch(cfg: BatchConfig, on_started: Callable[[list[int]], None] | None =
 def _start_workers(ray: Any, cfg: BatchConfig, count: int,
                    on_started: Callable[[list[int]], None] | None) -> list[Any]:
     """``count`` actors with the model loaded; a Sam2rtError when they cannot start or load it."""
+    check_fits(ray, cfg.address, count, cfg.cpus_per_worker, cfg.gpus_per_worker, f"{count} workers")
     remote = ray.remote(BatchWorker).options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
                                              max_restarts=-1, max_task_retries=cfg.retries)
     workers = [remote.remote(i, str(Path(cfg.model).absolute()), cfg.backend, cfg.threads) for i in range(count)]

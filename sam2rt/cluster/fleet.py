@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from sam2rt.cluster.camera import CameraActor, FleetStatus
 from sam2rt.cluster.fleet_config import FleetConfig
+from sam2rt.cluster.session import check_fits
 from sam2rt.errors import Sam2rtError
 
 DONE = ("ended", "failed", "stopped")
@@ -29,9 +30,10 @@ def board_name(cfg: FleetConfig) -> str:
 
 
 class Fleet:
-    """The running cameras of ``cfg`` in the connected Ray session (``ray``: the module)."""
+    """The running cameras of ``cfg`` in the connected Ray session (``ray``: the module; ``address``: the
+    cluster's, None for a local instance, where cameras that could never be placed are refused up front)."""
 
-    def __init__(self, cfg: FleetConfig, ray: Any) -> None:
+    def __init__(self, cfg: FleetConfig, ray: Any, address: str | None = None) -> None:
         if not (Path(cfg.model) / "manifest.json").is_file():
             raise Sam2rtError(f"model {cfg.model}: no manifest.json; pass a model folder made by `sam2rt export`")
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -41,13 +43,15 @@ class Fleet:
             if spec.node is not None and spec.node not in nodes:
                 raise Sam2rtError(f"camera {spec.name}: no live Ray node has the address {spec.node} (nodes: "
                                   f"{', '.join(sorted(nodes))}); fix its \"node\" or start Ray on that machine")
+        check_fits(ray, address, 1, sum(c.cpus for c in cfg.cameras), sum(c.gpus for c in cfg.cameras),
+                   f"the {len(cfg.cameras)} cameras")
         self.board = ray.remote(FleetStatus).options(name=board_name(cfg), num_cpus=0).remote()
         ray.get(self.board.snapshot.remote())  # registered before a camera looks it up by name
         self.cameras: dict[str, Any] = {}
         try:
             for spec in cfg.cameras:
                 resources = {f"node:{spec.node}": 0.001} if spec.node else None
-                actor = ray.remote(CameraActor).options(num_cpus=1, num_gpus=spec.gpus, resources=resources,
+                actor = ray.remote(CameraActor).options(num_cpus=spec.cpus, num_gpus=spec.gpus, resources=resources,
                                                         max_restarts=-1, max_task_retries=-1, max_concurrency=4)
                 self.cameras[spec.name] = actor.remote(spec, str(Path(cfg.model).absolute()), cfg.backend,
                                                        cfg.threads, str(Path(cfg.out).absolute()), board_name(cfg))
@@ -62,11 +66,11 @@ class Fleet:
         return {name: rows.get(name, {"state": "starting", "restarts": 0, "last_error": None})
                 for name in self.cameras}
 
-    def write_status(self) -> Path:
-        """OUT/status.json (atomic): the status with the time it was taken."""
+    def write_status(self, status: dict[str, dict[str, Any]] | None = None) -> Path:
+        """OUT/status.json (atomic): ``status`` (default: taken now) with the time."""
         path = Path(self.cfg.out) / STATUS_FILE
         tmp = path.with_name(f".{STATUS_FILE}.tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "cameras": self.status()}, indent=1))
+        tmp.write_text(json.dumps({"time": time.time(), "cameras": status or self.status()}, indent=1))
         os.replace(tmp, path)
         return path
 
@@ -80,8 +84,8 @@ class Fleet:
         ``timeout_s`` passed; returns the last status."""
         t0 = time.monotonic()
         while True:
-            self.write_status()
             status = self.status()
+            self.write_status(status)
             if on_status is not None:
                 on_status(status)
             if all(row.get("state") in DONE for row in status.values()):

@@ -14,6 +14,7 @@
         ros2_topic: /door/objects   # optional: also publish the JSON summaries (needs the ros extra)
         max_fps: 0              # read a file no faster than this (0: as fast as tracking goes)
         gpus: 0                 # GPUs this camera's actor reserves (a fraction shares one GPU)
+        cpus: 1                 # CPUs it reserves (0.5: two cameras per core)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sam2rt.errors import Sam2rtError
 from sam2rt.prompts_file import Prompt, parse_prompts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CAMERA_KEYS = {"name", "source", "node", "prompts", "masks", "ros2_topic", "max_fps", "gpus"}
+_CAMERA_KEYS = {"name", "source", "node", "prompts", "masks", "ros2_topic", "max_fps", "gpus", "cpus"}
 _FLEET_KEYS = {"model", "backend", "threads", "out", "cameras"}
 
 
@@ -43,6 +44,7 @@ class CameraSpec:
     ros2_topic: str | None = None
     max_fps: float = 0.0
     gpus: float = 0.0
+    cpus: float = 1.0
 
     @property
     def is_file(self) -> bool:
@@ -116,9 +118,11 @@ def _camera(entry: Any, where: str, base: Path) -> CameraSpec:
         raise Sam2rtError(f"{late[0].where}: frame {late[0].frame}; a camera's prompts apply to the first frame of "
                           "each (re)start, so every entry has frame 0")
     try:
-        max_fps, gpus = float(entry.get("max_fps", 0.0)), float(entry.get("gpus", 0.0))
+        max_fps, gpus, cpus = (float(entry.get(k, d)) for k, d in (("max_fps", 0.0), ("gpus", 0.0), ("cpus", 1.0)))
     except (TypeError, ValueError):
-        raise Sam2rtError(f"{where}: \"max_fps\" and \"gpus\" must be numbers") from None
+        raise Sam2rtError(f"{where}: \"max_fps\", \"gpus\" and \"cpus\" must be numbers") from None
+    if min(max_fps, gpus, cpus) < 0:
+        raise Sam2rtError(f"{where}: \"max_fps\", \"gpus\" and \"cpus\" must be >= 0")
     node = entry.get("node")
     return CameraSpec(name, source, tuple(prompts), None if node is None else str(node), bool(entry.get("masks", False)),
-                      entry.get("ros2_topic"), max_fps, gpus)
+                      entry.get("ros2_topic"), max_fps, gpus, cpus)

@@ -50,3 +50,17 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_fits(ray: ModuleType, address: str | None, count: int, cpus: float, gpus: float, what: str) -> None:
+    """On a local instance (no address), refuse up front what could never be placed (Ray would wait for a
+    node that never comes); a cluster may grow (autoscaler), so there Ray's own wait applies."""
+    if address:
+        return
+    have = ray.cluster_resources()
+    need = {"CPU": count * cpus, "GPU": count * gpus}
+    short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
+    if short:
+        listing = ", ".join(f"{need[k]:g} {k} (this machine's Ray has {have.get(k, 0.0):g})" for k in short)
+        raise Sam2rtError(f"{what} need {listing}; ask for fewer, or less each (--cpus-per-worker 0.5, "
+                          "--gpus-per-worker, or a camera's cpus/gpus)")

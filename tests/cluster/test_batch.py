@@ -41,6 +41,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, exported_tiny_256: Path, sha
     clip(root / "b.mp4", shared_data / "videos" / "cups.mp4", FRAMES)
     (root / "broken.mp4").write_bytes(b"this is not an mp4 file\n")
     lines = [{"video": video, "prompts": prompts, "name": name} for name, (video, prompts) in {**GOOD, **BROKEN}.items()]
+    lines[3]["video"] = (root / "b.mp4").as_uri()  # b2 through a URL: the worker downloads it
     (root / "jobs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     for name, (video, prompts) in GOOD.items():  # the reference: one process, one video, `sam2rt track`
         (root / f"{name}.json").write_text(json.dumps(prompts))
@@ -179,6 +180,11 @@ def test_worker_killed_mid_video_loses_and_duplicates_nothing(ray_local, batch: 
         listed = json.loads((out / name / SUMMARY).read_text())["files"]
         assert files == {SUMMARY, *listed} and "overlay.mp4" in listed  # no stray file of a dead attempt
         assert is_finished(out, jobs[name])
+
+
+def test_more_workers_than_local_cpus_is_refused_up_front(ray_local, batch: dict, tmp_path: Path, capsys) -> None:
+    assert main(_cmd(batch, tmp_path / "out")[:-4] + ["--workers", "3"]) == 2
+    assert "3 workers need 3 CPU (this machine's Ray has 2)" in capsys.readouterr().err
 
 
 def test_without_ray_the_commands_say_how_to_install(tmp_path: Path, batch: dict, monkeypatch, capsys) -> None:

@@ -22,11 +22,10 @@ PROMPTS = {"cam-a": [{"frame": 0, "obj_id": 1, "points": [[80, 48]], "labels": [
            "cam-b": [{"frame": 0, "obj_id": 5, "points": [[40, 60]], "labels": [1]}]}
 
 
-def reference(model: Path, video: Path, prompts: list[dict], start: int) -> list[dict]:
-    """A StreamTracker in this process, prompted on frame ``start`` of ``video``: summaries of start.. end."""
-    from sam2rt.runtime.model import load
-
-    tracker = load(model, threads=1).stream(bgr=True)
+def reference(model, video: Path, prompts: list[dict], start: int) -> list[dict]:
+    """A StreamTracker in this process (``model``: a loaded Model), prompted on frame ``start`` of ``video``:
+    the summaries of frames start..end."""
+    tracker = model.stream(bgr=True)
     capture = cv2.VideoCapture(str(video))
     frames = []
     while (ok_frame := capture.read())[0]:
@@ -53,7 +52,7 @@ def _alive(pid: int) -> bool:
 
 def test_fleet_camera_killed_is_restarted_with_its_prompts(ray_local, exported_tiny_256: Path, shared_data: Path,
                                                           clip, tmp_path: Path, capsys) -> None:
-    from sam2rt.cluster.fleet import Fleet
+    from sam2rt.cluster.fleet import Fleet, read_board
 
     clip(tmp_path / "a.mp4", shared_data / "videos" / "bedroom.mp4", FRAMES)
     clip(tmp_path / "b.mp4", shared_data / "videos" / "cups.mp4", FRAMES)
@@ -77,6 +76,8 @@ def test_fleet_camera_killed_is_restarted_with_its_prompts(ray_local, exported_t
         assert killed is not None
         status = fleet.run(every_s=0.2, timeout_s=150)
         pids = [row["pid"] for row in status.values()]
+        board = read_board(cfg, ray_local)  # what `sam2rt fleet FLEET.yaml --status --ray ADDRESS` prints
+        assert (board["cam-a"]["restarts"], board["cam-b"]["restarts"]) == (1, 0)
     finally:
         fleet.shutdown()
 
@@ -94,9 +95,10 @@ def test_fleet_camera_killed_is_restarted_with_its_prompts(ray_local, exported_t
     assert [s["frame_idx"] for s in lines["cam-b"]] == list(range(FRAMES))
     masks = sorted(p.name for p in (tmp_path / "out" / "cam-a" / "masks").iterdir())
     assert masks == [f"{i:06d}.png" for i in range(FRAMES)]
-    # before the kill: the stream from frame 0; after: a new stream prompted again on the frame it resumed at
-    model = exported_tiny_256
-    assert lines["cam-a"][:resumed] == reference(model, tmp_path / "a.mp4", PROMPTS["cam-a"], 0)[:resumed]
+    # cam-b: one stream from frame 0; cam-a after the kill: a new stream prompted again where it resumed
+    from sam2rt.runtime.model import load
+
+    model = load(exported_tiny_256, threads=1)
     assert lines["cam-a"][resumed:] == reference(model, tmp_path / "a.mp4", PROMPTS["cam-a"], resumed)
     assert lines["cam-b"] == reference(model, tmp_path / "b.mp4", PROMPTS["cam-b"], 0)
     assert [o["obj_id"] for o in lines["cam-a"][resumed]["objects"]] == [1, 2]
@@ -113,6 +115,22 @@ def test_fleet_camera_killed_is_restarted_with_its_prompts(ray_local, exported_t
     while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(map(_alive, pids))
+
+
+def test_fleet_command_reports_a_failed_camera(ray_local, exported_tiny_256: Path, shared_data: Path, clip,
+                                              tmp_path: Path, capsys) -> None:
+    """The command runs until every camera is done; a camera whose prompt does not fit fails with its error."""
+    clip(tmp_path / "a.mp4", shared_data / "videos" / "bedroom.mp4", 2)
+    camera = {"name": "bad", "source": "a.mp4", "prompts": [{"frame": 0, "obj_id": 1, "points": [[500, 5]],
+                                                             "labels": [1]}]}
+    (tmp_path / "fleet.yaml").write_text(json.dumps({"model": str(exported_tiny_256), "out": "out",
+                                                     "cameras": [camera]}))
+    assert main(["fleet", str(tmp_path / "fleet.yaml"), "--every", "0.2"]) == 1
+    text = capsys.readouterr().out
+    assert "fleet stopped" in text
+    row = json.loads((tmp_path / "out" / "status.json").read_text())["cameras"]["bad"]
+    assert row["state"] == "failed" and row["restarts"] == 0
+    assert "outside" in row["last_error"] or "point" in row["last_error"], row["last_error"]
 
 
 @pytest.mark.parametrize("text, needle", [
