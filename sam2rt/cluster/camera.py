@@ -68,11 +68,13 @@ class LatestFrame:
         self.reader, self.dropped = reader, 0
         self._frame: Any = None
         self._ended = False
+        self._closing = threading.Event()
         self._cond = threading.Condition()
-        threading.Thread(target=self._grab, daemon=True).start()
+        self._thread = threading.Thread(target=self._grab, daemon=True)
+        self._thread.start()
 
     def _grab(self) -> None:
-        while True:
+        while not self._closing.is_set():
             frame = self.reader.read()
             with self._cond:
                 if frame is None:
@@ -85,10 +87,18 @@ class LatestFrame:
                 return
 
     def read(self) -> Any | None:
+        """The newest frame not yet taken (waiting for one), or None when the source has ended."""
         with self._cond:
             self._cond.wait_for(lambda: self._frame is not None or self._ended)
             frame, self._frame = self._frame, None
             return frame
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop grabbing, then release the source (never while the grabber is inside a read)."""
+        self._closing.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.reader.close()
 
 
 class CameraActor:
@@ -173,23 +183,25 @@ class CameraActor:
                     window, window_t, last_report = 0, now, now
                     self._report(fps=round(fps, 2), dropped=getattr(frames, "dropped", 0), next_frame=frame_idx)
         finally:
-            reader.close()
+            frames.close()
             tracker.close()
             self._report(dropped=getattr(frames, "dropped", 0), next_frame=frame_idx)
 
     def _prompted(self, tracker: Any, frame: Any, frame_idx: int) -> tuple[dict[str, Any], Any]:
         """Frame 0 of this (re)start: load it and apply every prompt; its summary from the prompts' masks."""
-        import numpy as np
-
         from sam2rt.cluster.sinks import frame_summary
+        from sam2rt.errors import Sam2rtError
         from sam2rt.prompts_file import read_mask
 
         tracker.load_first_frame(frame)
-        logits = None
         for p in self.spec.prompts:
-            if p.mask is not None:
-                _, ids, logits = tracker.add_new_prompt(0, p.obj_id, mask=read_mask(p.mask, p.where))
-            else:
-                _, ids, logits = tracker.add_new_prompt(0, p.obj_id, points=p.points, labels=p.labels, bbox=p.box)
+            try:
+                if p.mask is not None:
+                    _, ids, logits = tracker.add_new_prompt(0, p.obj_id, mask=read_mask(p.mask, p.where))
+                else:
+                    _, ids, logits = tracker.add_new_prompt(0, p.obj_id, points=p.points, labels=p.labels,
+                                                            bbox=p.box)
+            except Sam2rtError as e:
+                raise Sam2rtError(f"{p.where}: {e}") from None
         masks = logits[:, 0] > 0  # (K, H, W)
         return frame_summary(frame_idx, ids, masks, masks.any(axis=(1, 2)), None), masks

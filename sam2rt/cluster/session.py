@@ -40,8 +40,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         if address:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")  # a local instance listens on this machine only
+            ray.init(num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise Sam2rtError(f"cannot start or reach {where} ({e}); check the address (ray status on the head "

@@ -39,8 +39,8 @@ def ray_local():
     from sam2rt.cluster.session import NAMESPACE
 
     temp = tempfile.mkdtemp(prefix="sam2rt-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False, _temp_dir=temp,
-             _node_ip_address="127.0.0.1")  # localhost only
+    # a single node: no traffic leaves the machine (usage stats off above; no dashboard)
+    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False, _temp_dir=temp)
     try:
         yield ray
     finally:

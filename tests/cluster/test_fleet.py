@@ -57,7 +57,8 @@ def test_fleet_camera_killed_is_restarted_with_its_prompts(ray_local, exported_t
     clip(tmp_path / "a.mp4", shared_data / "videos" / "bedroom.mp4", FRAMES)
     clip(tmp_path / "b.mp4", shared_data / "videos" / "cups.mp4", FRAMES)
     cameras = [{"name": "cam-a", "source": "a.mp4", "prompts": PROMPTS["cam-a"], "masks": True, "max_fps": 5},
-               {"name": "cam-b", "source": "b.mp4", "prompts": PROMPTS["cam-b"]}]
+               {"name": "cam-b", "source": "b.mp4", "prompts": PROMPTS["cam-b"],
+                "node": ray_local.nodes()[0]["NodeManagerAddress"]}]  # pinned to the (only) node
     yaml_text = json.dumps({"model": str(exported_tiny_256), "threads": 1, "out": "out", "cameras": cameras})
     (tmp_path / "fleet.yaml").write_text(yaml_text)  # JSON is YAML
     cfg = load_fleet(tmp_path / "fleet.yaml")
@@ -131,6 +132,21 @@ def test_fleet_command_reports_a_failed_camera(ray_local, exported_tiny_256: Pat
     row = json.loads((tmp_path / "out" / "status.json").read_text())["cameras"]["bad"]
     assert row["state"] == "failed" and row["restarts"] == 0
     assert "outside" in row["last_error"] or "point" in row["last_error"], row["last_error"]
+
+
+def test_fleet_refuses_an_unknown_node_and_more_cpus_than_there_are(ray_local, exported_tiny_256: Path,
+                                                                    tmp_path: Path) -> None:
+    from sam2rt.cluster.fleet import Fleet
+    from sam2rt.errors import Sam2rtError
+
+    camera = {"name": "c", "source": "0", "prompts": PROMPTS["cam-b"]}
+    for extra, needle in (({"node": "10.9.9.9"}, "no live Ray node has the address 10.9.9.9"),
+                          ({"cpus": 3}, "need 3 CPU (this machine's Ray has 2)")):
+        (tmp_path / "f.yaml").write_text(json.dumps({"model": str(exported_tiny_256),
+                                                     "cameras": [{**camera, **extra}]}))
+        with pytest.raises(Sam2rtError, match=None) as info:
+            Fleet(load_fleet(tmp_path / "f.yaml"), ray_local)
+        assert needle in str(info.value)
 
 
 @pytest.mark.parametrize("text, needle", [

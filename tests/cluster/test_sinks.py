@@ -1,4 +1,4 @@
-"""A fleet camera's sinks without Ray: the results file after a kill mid-write, and the ROS 2 topic."""
+"""A fleet camera's parts without Ray: the results file after a kill mid-write, the ROS 2 topic, the live reader."""
 
 from __future__ import annotations
 
@@ -73,3 +73,36 @@ def test_ros2_sink_publishes_the_summaries(monkeypatch: pytest.MonkeyPatch, tmp_
         node.destroy_node()
         context.try_shutdown()
     assert got and got[0]["frame_idx"] == 5 and got[0]["objects"][0]["area"] == 4
+
+
+class _FastCamera:
+    """A live source delivering frames 0..count-1 as fast as it can, then ending."""
+
+    def __init__(self, count: int) -> None:
+        self.next, self.count, self.closed = 0, count, False
+
+    def read(self):
+        if self.next >= self.count:
+            return None
+        time.sleep(0.001)
+        self.next += 1
+        return np.full((2, 2, 3), self.next - 1, np.uint8)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_live_source_keeps_the_newest_frame_and_counts_dropped() -> None:
+    from sam2rt.cluster.camera import LatestFrame
+
+    camera = _FastCamera(200)
+    frames = LatestFrame(camera)
+    taken = []
+    while (frame := frames.read()) is not None:
+        taken.append(int(frame[0, 0, 0]))
+        time.sleep(0.02)  # a tracker slower than the camera
+    assert taken == sorted(taken) and len(set(taken)) == len(taken)  # newest first-come, never twice
+    assert taken[-1] == 199  # the last frame is delivered before the end
+    assert frames.dropped == 200 - len(taken) > 0
+    frames.close()
+    assert camera.closed
