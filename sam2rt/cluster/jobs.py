@@ -61,7 +61,7 @@ def model_id(model: Path) -> str:
 def read_jobs(path: Path, model: str) -> list[Job]:
     """Parse JOBS (``model``: :func:`model_id`). A bad line becomes a Job with ``error`` set; only an
     unreadable or empty file raises."""
-    path = Path(path)
+    path = Path(path).absolute()  # videos and masks relative to it become absolute: workers run elsewhere
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
