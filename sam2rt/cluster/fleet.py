@@ -45,7 +45,11 @@ class Fleet:
                                   f"{', '.join(sorted(nodes))}); fix its \"node\" or start Ray on that machine")
         check_fits(ray, address, 1, sum(c.cpus for c in cfg.cameras), sum(c.gpus for c in cfg.cameras),
                    f"the {len(cfg.cameras)} cameras")
-        self.board = ray.remote(FleetStatus).options(name=board_name(cfg), num_cpus=0).remote()
+        try:
+            self.board = ray.remote(FleetStatus).options(name=board_name(cfg), num_cpus=0).remote()
+        except ValueError:  # the name is taken
+            raise Sam2rtError(f"a fleet writing to {cfg.out} is already running in this Ray cluster; stop it, or "
+                              "give this one another \"out\"") from None
         ray.get(self.board.snapshot.remote())  # registered before a camera looks it up by name
         self.cameras: dict[str, Any] = {}
         try:
