@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,9 @@ def _cmd_track_batch(args: argparse.Namespace) -> int:
                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                       backend=args.backend, threads=args.threads, retries=args.retries,
                       retry_failed=args.retry_failed)
+    if args.gpus_per_worker > 0 and args.backend == "ort":
+        print("sam2rt track-batch: note: --backend ort runs on the CPU, so the GPUs each worker reserves stay "
+              "idle; use --backend trt or ort-gpu", file=sys.stderr)
     report = run_batch(cfg)
     print(format_report(report, args.out))
     if report.results:
