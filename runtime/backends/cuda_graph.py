@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 from sam2rt.errors import Sam2rtError
@@ -20,6 +21,7 @@ class CudaGraph:
         self.stream = stream
         self._graph: Any = None
         self._exec: Any = None
+        self._finalizer: weakref.finalize | None = None  # destroys both when dropped without close()
         self.error: str | None = None
 
     def capture(self, enqueue: Callable[[], None]) -> bool:
@@ -35,9 +37,12 @@ class CudaGraph:
             self._exec = check(cudart.cudaGraphInstantiate(graph, 0), "graph instantiation")
         except Sam2rtError as e:
             self.error = str(e)
-            self._exec = None
             cudart.cudaGetLastError()  # clear the sticky capture error so the stream stays usable
+            if self._graph is not None:  # captured but not instantiated
+                cudart.cudaGraphDestroy(self._graph)
+            self._exec = self._graph = None
             return False
+        self._finalizer = weakref.finalize(self, _destroy, cudart, self._exec, self._graph)
         return True
 
     @property
@@ -48,11 +53,15 @@ class CudaGraph:
         check(self._cudart.cudaGraphLaunch(self._exec, self.stream.raw), "graph launch")
 
     def close(self) -> None:
-        if self._exec is not None:
-            self._cudart.cudaGraphExecDestroy(self._exec)
-        if self._graph is not None:
-            self._cudart.cudaGraphDestroy(self._graph)
+        """Destroy the executable graph and the graph (also done when the object is dropped)."""
+        if self._finalizer is not None:
+            self._finalizer()
         self._exec = self._graph = None
+
+
+def _destroy(cudart: Any, exec_: Any, graph: Any) -> None:
+    cudart.cudaGraphExecDestroy(exec_)
+    cudart.cudaGraphDestroy(graph)
 
 
 class GraphCache:

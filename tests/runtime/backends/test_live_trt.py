@@ -175,16 +175,19 @@ def test_closing_streams_releases_everything(exported_tiny_256: Path, fake_gpu: 
     assert not any(r.opened for r in model.engine.runners.values())
 
 
-def test_dropped_allocator_and_stream_are_finalized(fake_gpu: FakeCudart) -> None:
+def test_dropped_allocator_stream_and_graph_are_finalized(fake_gpu: FakeCudart) -> None:
     import gc
 
     from sam2rt.runtime.backends.cuda import CudaAllocator, Event
+    from sam2rt.runtime.backends.cuda_graph import CudaGraph
 
     alloc = CudaAllocator()  # its own stream
-    alloc.alloc((16,), np.float32, mirrored=True)
+    buf = alloc.alloc((16,), np.float32, mirrored=True)
     event = Event()
-    assert fake_gpu.live() == {"device": 1, "pinned": 1, "streams": 1, "events": 1, "graphs": 0}
-    del alloc, event
+    graph = CudaGraph(alloc.stream)
+    assert graph.capture(lambda: alloc.upload(buf))
+    assert fake_gpu.live() == {"device": 1, "pinned": 1, "streams": 1, "events": 1, "graphs": 2}
+    del alloc, event, graph, buf
     gc.collect()
     assert fake_gpu.live() == {"device": 0, "pinned": 0, "streams": 0, "events": 0, "graphs": 0}
 
