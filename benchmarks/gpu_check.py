@@ -22,6 +22,7 @@ import importlib.util
 import json
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=None, help="an exported FP32 model (default: export a tiny one)")
     p.add_argument("--video", type=Path, default=DATA / "videos" / "bedroom.mp4", help="a clip of >= 80 frames")
     p.add_argument("--frames", type=int, default=90, help="frames of the clip to track (>= 80)")
-    p.add_argument("--json", type=Path, default=None, help="write the report here (default OUT/gpu_check.json)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the report here (default OUT/gpu_check.json, or ./gpu_check.json without --out)")
     p.add_argument("--skip-trt", action="store_true", help="only the CUDA layer (exits 3: not everything ran)")
     args = p.parse_args(argv)
     report: dict = {"status": "incomplete"}
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         code = _run(args, work, report)
         report["status"] = {0: "passed", 1: "failed", 3: "incomplete"}[code]
-        out = args.json or work / "gpu_check.json"
+        out = args.json or (args.out / "gpu_check.json" if args.out else Path("gpu_check.json"))
         out.write_text(json.dumps(report, indent=2, default=str))
         print(f"report: {out}")
     return code
@@ -176,6 +178,11 @@ def _run(args: argparse.Namespace, work: Path, report: dict) -> int:
     except (CheckFailed, Sam2rtError) as e:
         print(f"gpu_check FAILED: {e}", file=sys.stderr)
         report["failure"] = str(e)
+        return 1
+    except Exception as e:  # an API the bindings do not have, a crash in a library: a failure, reported
+        traceback.print_exc()
+        print(f"gpu_check FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        report["failure"] = f"{type(e).__name__}: {e}"
         return 1
     if code == 0:
         print("gpu_check: all checks passed")
