@@ -110,3 +110,21 @@ def test_live_comparison_catches_a_stale_graph(engine, monkeypatch) -> None:
     assert result["failures"], "a stale graph went unnoticed"
     assert all(f.startswith("frame") for f in result["failures"])
     assert min(int(f.split()[1].rstrip(":")) for f in result["failures"]) >= 31  # from the new object on
+
+
+def test_a_failure_in_the_tensorrt_part_exits_1(monkeypatch, tmp_path: Path) -> None:
+    """TensorRT 'installed' but its part raising (a binding without an API we call): exit 1, reported."""
+    from sam2rt.benchmarks import gpu_check, gpu_check_trt
+
+    fake_gpu.install(monkeypatch, fake_gpu.FakeCudart())
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "tensorrt" else real_find(name, *a))
+
+    def broken(*args):
+        raise AttributeError("'ICudaEngine' object has no attribute 'device_memory_size_v2'")
+
+    monkeypatch.setattr(gpu_check_trt, "tensorrt_stack", broken)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["status"] == "failed" and "device_memory_size_v2" in report["failure"]
