@@ -63,7 +63,7 @@ class CalibrationConfig:
     frames: calibration frames in all (clips of ``clip_len`` consecutive frames, round-robin over sources).
     method: activation range calibration: "percentile" (the ``percentile`` of |x|, default), "minmax" or
         "entropy" (KL divergence).
-    graphs: graphs to quantize; the others are copied in FP32.
+    graphs: graphs to quantize; the others are the FP16 graphs (``fp16_base``) or FP32 copies.
     op_types: ONNX op types whose inputs get Q/DQ; ``weight_matmul_only`` leaves activation-by-activation
         MatMuls (attention scores and their weighted sums) in float (excluded by name, see module).
     fp16_base: Q/DQ on the FP16 graph (FP16 scales) and the FP16 graphs for those not quantized; off: FP32.
