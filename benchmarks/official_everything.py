@@ -8,13 +8,16 @@ CPU tensors, then removes them again. Written from torchvision's source (pytorch
 
 - ``batched_nms``: the coordinate trick up to 4000 box values on CPU (boxes offset per category, then ``nms``),
   else ``nms`` per category with the kept indices sorted by score again (``_batched_nms_vanilla``);
-- ``nms`` (the CPU kernel): order = ``scores.sort(0, descending=True)`` (the kernel's call, not a stable sort),
-  areas ``(x2 - x1) * (y2 - y1)``, a box is suppressed when ``inter / (area_i + area_j - inter) > threshold``
-  against a kept one; returns kept indices, best first;
+- ``nms`` (the CPU kernel): order = ``scores.sort(stable=True, dim=0, descending=True)`` (stable since
+  torchvision 0.12, pull request 4767: equal scores keep their index order), areas ``(x2 - x1) * (y2 - y1)``,
+  a box is suppressed when ``inter / (area_i + area_j - inter) > threshold`` against a kept one (float ratio
+  compared in double); returns kept indices, best first;
 - ``box_area``: integer boxes upcast to int32/int64 as ``_upcast``, then ``(x2 - x1) * (y2 - y1)``;
 - ``ToTensor`` (HWC uint8 -> CHW float32 / 255), ``Resize((S, S))`` (identity at that size, else bilinear,
   align_corners=False, antialias=True), ``Normalize`` ((x - mean) / std), as tests/runtime/test_image_predictor.
-Needs torch and the official ``sam2`` (the export extra).
+``tests/benchmarks/test_torchvision_stand_ins.py`` checks ``nms``, ``batched_nms`` and ``box_area`` against
+torchvision's own code (its Python functions and its CPU kernel compiled from source) where a torchvision source
+tree is given. Needs torch and the official ``sam2`` (the export extra).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         return torch.empty((0,), dtype=torch.int64)
     x1, y1, x2, y2 = (boxes[:, i].contiguous() for i in range(4))
     areas = (x2 - x1) * (y2 - y1)
-    order = scores.sort(0, descending=True)[1]
+    order = scores.sort(stable=True, dim=0, descending=True)[1]
     suppressed, keep = torch.zeros(len(order), dtype=torch.bool), []
     for pos, i in enumerate(order.tolist()):
         if suppressed[i]:

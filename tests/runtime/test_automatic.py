@@ -1,15 +1,16 @@
 """AutomaticMaskGenerator (ONNX Runtime) against the official SAM2AutomaticMaskGenerator (PyTorch), same weights.
 
 The official module needs torchvision (no CPU build here): ``benchmarks/official_everything`` imports it
-with stand-ins for ``batched_nms``, ``box_area`` and three transforms written from torchvision's source (its
-docstring says which files); ``test_nms_stand_in_*`` check the NMS stand-in on hand-made cases. Everything
-else is the official code, unmodified.
+with stand-ins for ``batched_nms``, ``box_area`` and three transforms; ``test_nms_stand_in_*`` check the NMS
+stand-in on hand-made cases and ``tests/benchmarks/test_torchvision_stand_ins.py`` against torchvision's own
+source. Everything else is the official code, unmodified.
 
-Seeded random weights predict IoUs near 0.5 and near-uniform low-contrast masks, so the options are set
-for masks to survive (IoU threshold 0.45, stability offset 0.05); the generator then finds few distinct
-boxes, so some cases switch box NMS off (threshold 1.0: every surviving mask is compared) and the others
-keep it on (the same survivor must win).
-"""
+Two real images: ``truck.jpg`` (the SAM 2 data) and matplotlib's ``grace_hopper.jpg`` (outside it), each with
+and without crops, with and without ``use_m2m``, plus a synthetic image whose masks stay inside crops. Seeded
+random weights predict IoUs near 0.5 and near-uniform low-contrast masks, so the options are set for masks to
+survive (IoU threshold 0.45, stability offset 0.05, or the filters off); NMS stays on (the same survivor must
+win) except where it is switched off (threshold 1.0) so that every surviving mask is compared.
+""""""
 
 from __future__ import annotations
 
@@ -47,17 +48,12 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def images(shared_data: Path) -> dict[str, np.ndarray]:
-    import cv2
+    import matplotlib.cbook
 
-    out = {n: np.array(Image.open(shared_data / "images" / f"{n}.jpg").convert("RGB")) for n in ("truck", "groceries")}
-    capture = cv2.VideoCapture(str(shared_data / "videos" / "cups.mp4"))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 30)
-    ok, bgr = capture.read()
-    capture.release()
-    assert ok, "cannot read a frame of cups.mp4"
-    out["cups frame 30"] = bgr[:, :, ::-1].copy()  # a video frame: not one of the images the other tests use
-    out["shapes"] = _shapes()
-    return out
+    return {"truck": np.array(Image.open(shared_data / "images" / "truck.jpg").convert("RGB")),  # 1800 x 1200
+            # a real photograph outside the SAM 2 data: matplotlib's sample portrait (512 x 600; the dev extra)
+            "grace_hopper": np.array(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")),
+            "shapes": _shapes()}
 
 
 def _shapes() -> np.ndarray:
@@ -106,27 +102,31 @@ def _compare(ours: list[dict], ref: list[dict], case: str) -> dict[str, float]:
     return worst
 
 
-CASES = {  # image, options: no NMS (every survivor compared); NMS with crops and m2m; RLE outputs
-    "truck, no NMS": ("truck", dict(points_per_side=4, box_nms_thresh=1.0, **SURVIVE)),
-    "groceries, crops": ("groceries", dict(points_per_side=6, crop_n_layers=1, crop_n_points_downscale_factor=2,
-                                           output_mode="coco_rle", **SURVIVE)),
-    "cups frame, crops + m2m": ("cups frame 30", dict(points_per_side=4, crop_n_layers=1, use_m2m=True,
-                                                      crop_n_points_downscale_factor=2, box_nms_thresh=1.0,
-                                                      crop_nms_thresh=1.0, mask_threshold=0.05,
-                                                      output_mode="uncompressed_rle", **SURVIVE)),
-    "shapes, crops + m2m + NMS": ("shapes", dict(points_per_side=4, crop_n_layers=1, mask_threshold=0.2,
-                                                 use_m2m=True, **SURVIVE)),
+# Crop masks of random weights cover their crop and touch its inner edges, so they are dropped; logits above 0.2
+# with the IoU and stability filters off (0.0, the official "off") leave small masks that survive in crops.
+CROPS = dict(points_per_side=4, crop_n_layers=1, mask_threshold=0.2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+CASES = {  # image, options, masks from crop layer 1 expected; NMS on (the same survivor must win) unless noted
+    "truck, no crops, no NMS": ("truck", dict(points_per_side=4, box_nms_thresh=1.0, **SURVIVE), False),
+    "truck, crops + m2m": ("truck", dict(use_m2m=True, output_mode="coco_rle", **CROPS), True),
+    "grace_hopper, no crops + m2m": ("grace_hopper", dict(points_per_side=4, use_m2m=True,
+                                                          output_mode="uncompressed_rle", **SURVIVE), False),
+    "grace_hopper, crops": ("grace_hopper", dict(CROPS), True),
+    "shapes, crops + m2m": ("shapes", dict(points_per_side=4, crop_n_layers=1, mask_threshold=0.2, use_m2m=True,
+                                           **SURVIVE), True),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_official(case, exported_tiny_256, official_cls, model, images) -> None:
-    image, options = CASES[case]
+    image, options, from_crops = CASES[case]
     ours = AutomaticMaskGenerator(exported_tiny_256, **options).generate(images[image])
     with torch.inference_mode():
         ref = official_generator(official_cls, model, SIZE, **options).generate(images[image])
     assert ref, f"{case}: the official generator found no mask; the comparison would prove nothing"
     _compare(ours, ref, case)
+    h, w = images[image].shape[:2]
+    in_crops = sum(r["crop_box"] != [0, 0, w, h] for r in ref)
+    assert (in_crops > 0) == from_crops, f"{case}: {in_crops} official masks from crop layer 1"
 
 
 # ---- the pieces -----------------------------------------------------------------------------------------
