@@ -10,7 +10,7 @@ and without crops, with and without ``use_m2m``, plus a synthetic image whose ma
 random weights predict IoUs near 0.5 and near-uniform low-contrast masks, so the options are set for masks to
 survive (IoU threshold 0.45, stability offset 0.05, or the filters off); NMS stays on (the same survivor must
 win) except where it is switched off (threshold 1.0) so that every surviving mask is compared.
-""""""
+"""
 
 from __future__ import annotations
 
