@@ -185,17 +185,27 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.ndarray:
 
     boxes (N, 4) x0, y0, x1, y1 (areas (x1-x0)*(y1-y0), as torchvision); scores (N,). A box is dropped when its
     IoU with a kept, better-scored box exceeds ``iou_thresh``. Returns kept indices (int64), best first.
-    OpenCV wants scores above a non-negative threshold, so it gets ranks (equal scores keep their order).
+    OpenCV wants scores above a non-negative threshold, so it gets ranks (equal scores keep their order, as
+    torchvision's stable sort). Zero-area boxes (one-pixel-wide masks, empty masks) never suppress or get
+    suppressed in torchvision (IoU 0, or 0/0 = NaN between two of them) but are "identical" to OpenCV, so they
+    bypass it. OpenCV computes the IoU in double, torchvision in float32: a pair whose IoU is within float32
+    rounding of the threshold (e.g. exactly 3/10 at 0.3) can be decided differently; at 0.5 and 0.7 (the
+    defaults) an exact ratio rounds the same way on both sides.
     """
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    ranks = np.empty(len(order), np.float32)
-    ranks[order] = np.arange(len(order), 0, -1, dtype=np.float32)  # best = N, worst = 1
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order))  # 0 = best
     b = np.asarray(boxes, np.float64)
     xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), ranks.tolist(), 0.0, float(iou_thresh))
-    return np.asarray(keep, np.int64).reshape(-1)
+    flat = np.flatnonzero(xywh[:, 2] * xywh[:, 3] <= 0)
+    solid = np.flatnonzero(xywh[:, 2] * xywh[:, 3] > 0)
+    ranks = (len(order) - position[solid]).astype(np.float32)  # best = N, worst >= 1
+    kept = np.asarray(cv2.dnn.NMSBoxes(xywh[solid].tolist(), ranks.tolist(), 0.0, float(iou_thresh)) if len(solid)
+                      else [], np.int64).reshape(-1)
+    keep = np.concatenate([solid[kept], flat])
+    return keep[np.argsort(position[keep], kind="stable")].astype(np.int64)
 
 
 # ---- encodings ----------------------------------------------------------------------------------------
