@@ -21,6 +21,7 @@ from sam2rt.runtime.bank import ObjectOutputs, SelectionRules, bf16_bits
 from sam2rt.runtime.engine import Engine, Features
 from sam2rt.runtime.frames import open_frames
 from sam2rt.runtime.imageops import mask_prompt_to_input
+from sam2rt.runtime.memory_policy import SamuraiConfig, make_policy
 
 State = dict[str, Any]
 
@@ -37,13 +38,17 @@ class VideoPredictor:
     model_dir: an exported model (``sam2rt export``). backend: "ort", "ort-gpu" or "trt" (engines from
     ``sam2rt build``, read from ``engine_dir``, default MODEL_DIR/engines). fill_hole_area: None takes the
     model's setting (8); 0 disables it (the official predictor skips it on CPU, where its CUDA kernel is
-    missing). feature_cache: frames whose image features are kept.
+    missing). feature_cache: frames whose image features are kept. memory: "sam2" (the official memory) or
+    "samurai" (SAMURAI's motion-aware memory, forward tracking; ``samurai``: its parameters, None = the
+    published config of the model; see docs/tracker.md).
     """
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  fill_hole_area: int | None = None, feature_cache: int = 8, preprocess: str = "official",
-                 progress: bool = True, engine_dir: str | Path | None = None) -> None:
+                 progress: bool = True, engine_dir: str | Path | None = None, memory: str = "sam2",
+                 samurai: SamuraiConfig | None = None) -> None:
         self.engine = Engine(model_dir, backend=backend, threads=threads, preprocess=preprocess, engine_dir=engine_dir)
+        self.policy = make_policy(memory, self.engine, samurai)
         self.rules = SelectionRules.from_tracking(self.engine.tracking)
         self.fill_hole_area = self.engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.feature_cache = max(1, feature_cache)
@@ -68,7 +73,7 @@ class VideoPredictor:
         state["obj_idx_to_id"] = OrderedDict()
         state["obj_ids"] = []
         for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
-                    "temp_output_dict_per_obj", "frames_tracked_per_obj"):
+                    "temp_output_dict_per_obj", "frames_tracked_per_obj", "memory_track_per_obj"):
             state[key] = {}
 
     def reset_state(self, state: State) -> None:
@@ -98,6 +103,7 @@ class VideoPredictor:
             state[key][idx] = {}
         state["output_dict_per_obj"][idx] = ObjectOutputs()
         state["temp_output_dict_per_obj"][idx] = ObjectOutputs()
+        state["memory_track_per_obj"][idx] = self.policy.new_track()
         return idx
 
     # ---- prompts -----------------------------------------------------------------------------------
@@ -125,9 +131,10 @@ class VideoPredictor:
             bank.clear(0)
         else:
             bank.fill(0, frame_idx, state["output_dict_per_obj"][obj_idx], self.rules, _track_num_frames(state),
-                      reverse)
-        head = self.engine.track(feats, bank, pts[None], lbl[None], prev,
-                                 self.engine.use_multimask(is_init, len(lbl)))
+                      reverse, self._recent(state, obj_idx, frame_idx))
+        multimask = self.engine.use_multimask(is_init, len(lbl))
+        head = self.engine.track(feats, bank, pts[None], lbl[None], prev, multimask)
+        head = self._choose(state, [obj_idx], head, multimask)
         out = self.engine.frame_outputs(head, None, self.fill_hole_area)[0]
         self._store_temp(state, obj_idx, frame_idx, is_cond, out)
         return frame_idx, state["obj_ids"], self._consolidate(state, frame_idx, is_cond)
@@ -145,10 +152,24 @@ class VideoPredictor:
         state["mask_inputs_per_obj"][obj_idx][frame_idx] = mask_input
         state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
         _, _, is_cond = self._frame_role(state, obj_idx, frame_idx)
-        head = self.engine.mask_as_output(self._features(state, frame_idx), mask_input)
+        head = self.engine.mask_as_output(self._features(state, frame_idx), mask_input,
+                                          getattr(getattr(self.policy, "cfg", None), "min_obj_score", None))
         out = self.engine.frame_outputs(head, None, self.fill_hole_area)[0]
         self._store_temp(state, obj_idx, frame_idx, is_cond, out)
         return frame_idx, state["obj_ids"], self._consolidate(state, frame_idx, is_cond)
+
+    def _choose(self, state: State, objects: list[int], head, multimask: bool):
+        """The memory policy's candidate choice for ``objects`` (the batch of ``head``); SAM 2: the graph's."""
+        if not self.policy.needs_candidates:
+            return head
+        return self.policy.choose_all([state["memory_track_per_obj"][i] for i in objects], head, multimask)
+
+    def _recent(self, state: State, obj_idx: int, frame_idx: int) -> list[tuple[int, int]] | None:
+        """The policy's non-conditioning memories of an object on ``frame_idx`` (None: the official ones)."""
+        if not self.policy.needs_candidates:
+            return None
+        return self.policy.recent_from(frame_idx, state["output_dict_per_obj"][obj_idx].non_cond,
+                                       self.rules.num_maskmem)
 
     def _frame_role(self, state: State, obj_idx: int, frame_idx: int) -> tuple[bool, bool, bool]:
         tracked = state["frames_tracked_per_obj"][obj_idx]
@@ -213,6 +234,9 @@ class VideoPredictor:
         if start_frame_idx is None:
             start_frame_idx = min(t for o in state["output_dict_per_obj"].values() for t in o.cond)
         P.check_frame_idx(start_frame_idx, num_frames)
+        if reverse and self.policy.needs_candidates:
+            raise Sam2rtError("memory='samurai' tracks forward only (its motion model runs in frame order); "
+                              "propagate with reverse=False, or use memory='sam2'")
         limit = num_frames if max_frame_num_to_track is None else max_frame_num_to_track
         if reverse:
             end = max(start_frame_idx - limit, 0)
@@ -233,8 +257,10 @@ class VideoPredictor:
             feats = self._features(state, frame_idx)
             bank = self.engine.bank(len(todo))
             for b, i in enumerate(todo):
-                bank.fill(b, frame_idx, outputs[i], self.rules, _track_num_frames(state), reverse)
-            head = self.engine.track(feats, bank, None, None, None, self.engine.use_multimask(False, 0))
+                bank.fill(b, frame_idx, outputs[i], self.rules, _track_num_frames(state), reverse,
+                          self._recent(state, i, frame_idx))
+            multimask = self.engine.use_multimask(False, 0)
+            head = self._choose(state, todo, self.engine.track(feats, bank, None, None, None, multimask), multimask)
             mem = self.engine.encode_memory(feats, head.low_res_masks, False, head.object_score_logits)
             for i, out in zip(todo, self.engine.frame_outputs(head, mem, self.fill_hole_area)):
                 outputs[i].non_cond[frame_idx] = out
@@ -286,7 +312,7 @@ class VideoPredictor:
         keep = [i for i in range(len(state["obj_ids"])) if i != old_idx]
         ids = [state["obj_ids"][i] for i in keep]
         for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
-                    "temp_output_dict_per_obj", "frames_tracked_per_obj"):
+                    "temp_output_dict_per_obj", "frames_tracked_per_obj", "memory_track_per_obj"):
             state[key] = {new: state[key][old] for new, old in enumerate(keep)}
         state["obj_id_to_idx"] = OrderedDict((o, i) for i, o in enumerate(ids))
         state["obj_idx_to_id"] = OrderedDict((i, o) for i, o in enumerate(ids))
