@@ -30,11 +30,11 @@ clean:
 
 # SAMURAI's reference (issue 22): its sdist installs SAMURAI's fork of sam2 into the `sam2` import name, so it
 # gets its own venv and never touches sam2==1.1.0 in .venv. Same CPU torch; --no-deps keeps pip from
-# resolving torchvision (a CUDA torch); scipy is what its kalman_filter.py imports.
+# resolving torchvision (a CUDA torch); scipy (its kalman_filter.py) and loguru (its video predictor) are what it imports beyond sam2.
 SAMURAI_VENV := .venv-samurai
 samurai-env:
 	test -x $(SAMURAI_VENV)/bin/python || $(PYTHON) -m venv $(SAMURAI_VENV)
 	$(SAMURAI_VENV)/bin/pip --disable-pip-version-check -q install torch==2.13.0 "numpy>=1.24.4" "scipy>=1.10" \
 		"tqdm>=4.66.1" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" "antlr4-python3-runtime==4.9.3" \
-		"iopath>=0.1.10" "pillow>=9.4.0"
+		"iopath>=0.1.10" "pillow>=9.4.0" "loguru>=0.7"
 	SAM2_BUILD_CUDA=0 $(SAMURAI_VENV)/bin/pip --disable-pip-version-check -q install --no-deps absolutely-not-samurai==1.0.0

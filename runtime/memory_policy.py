@@ -10,8 +10,9 @@ Visual Tracking with Motion-Aware Memory", arXiv 2411.11922), as its reference c
   ``kf_weight * IoU(filter box, candidate box) + (1 - kf_weight) * predicted IoU``;
 - objects count as present above ``min_obj_score`` (SAMURAI's configs: -1, SAM 2: 0);
 - a frame enters the memory only if its predicted IoU, object score and motion score pass thresholds: the
-  memory is the ``num_maskmem - 2`` most recent such frames (frames 2 and later: the reference scans down to
-  frame 2) and the previous frame, always.
+  memory is the ``num_maskmem - 2`` most recent such frames and the previous frame, always. Frames less than
+  2 after the object's first prompt never count (the reference, which starts every object on frame 0, scans
+  down to frame 2).
 
 Policies are plain host code over small arrays; both predictors and every backend call the same methods.
 The per-object state (``SamuraiTrack``) is created, reset and removed with its object by the caller.
@@ -75,6 +76,7 @@ class SamuraiTrack:
     kf: BoxKalman | None = None
     stable: int = 0
     valid: list[int] = field(default_factory=list)  # frames (sorted) that pass the memory thresholds
+    start: int | None = None  # the frame of the object's first prompt
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ class SamuraiMemory:
         i = bisect.bisect_left(track.valid, frame_idx)
         if i < len(track.valid) and track.valid[i] == frame_idx:
             del track.valid[i]
-        if frame_idx >= 2 and self.passes(iou, score, kf_score):
+        if frame_idx >= (track.start or 0) + 2 and self.passes(iou, score, kf_score):
             bisect.insort(track.valid, frame_idx)
 
     def forget(self, track: SamuraiTrack, frame_idx: int) -> None:
@@ -232,9 +234,10 @@ class SamuraiMemory:
         if i < len(track.valid) and track.valid[i] == frame_idx:
             del track.valid[i]
 
-    def recent_from(self, frame_idx: int, non_cond: dict, num_maskmem: int) -> list[tuple[int, int]]:
-        """``recent_frames`` from an object's non-conditioning outputs (``bank.FrameOutput`` by frame)."""
-        valid = sorted(t for t, out in non_cond.items() if 2 <= t < frame_idx - 1 and
+    def recent_from(self, frame_idx: int, start: int, non_cond: dict, num_maskmem: int) -> list[tuple[int, int]]:
+        """``recent_frames`` from an object's non-conditioning outputs (``bank.FrameOutput`` by frame);
+        start: the object's first prompted frame."""
+        valid = sorted(t for t, out in non_cond.items() if start + 2 <= t < frame_idx - 1 and
                        self.passes(out.iou, float(out.object_score_logits.reshape(-1)[0]), out.kf_score))
         return self.recent_frames(frame_idx, SamuraiTrack(valid=valid), num_maskmem)
 

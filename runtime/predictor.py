@@ -168,7 +168,8 @@ class VideoPredictor:
         """The policy's non-conditioning memories of an object on ``frame_idx`` (None: the official ones)."""
         if not self.policy.needs_candidates:
             return None
-        return self.policy.recent_from(frame_idx, state["output_dict_per_obj"][obj_idx].non_cond,
+        outputs = state["output_dict_per_obj"][obj_idx]
+        return self.policy.recent_from(frame_idx, min(outputs.cond, default=0), outputs.non_cond,
                                        self.rules.num_maskmem)
 
     def _frame_role(self, state: State, obj_idx: int, frame_idx: int) -> tuple[bool, bool, bool]:

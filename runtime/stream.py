@@ -39,6 +39,9 @@ from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TE
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input
+from sam2rt.runtime.memory_policy import SamuraiConfig, make_policy
+from sam2rt.runtime.policy_bank import PolicyBank
+from sam2rt.runtime.stream_policy import PolicyStep
 from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result
 from sam2rt.runtime.stream_prompts import PromptRunner
 
@@ -52,12 +55,15 @@ class StreamTracker:
     bgr: frames arrive in OpenCV's BGR order and are converted. preprocess: "official" (bit-exact resize, as
     the official predictor; on TensorRT it runs on the GPU) or "fast" (OpenCV resize, ONNX Runtime only).
     engine/executor: share a loaded model between streams (``sam2rt.runtime.model.Model.stream``).
+    memory: "sam2" (official) or "samurai" (SAMURAI's motion-aware memory; ``samurai``: its parameters, None =
+    the model's published config; see docs/tracker.md).
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "ort", threads: int = 0,
                  fill_hole_area: int | None = None, bgr: bool = False, engine_dir: str | Path | None = None,
                  preprocess: str = "official", engine: Engine | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, memory: str = "sam2",
+                 samurai: SamuraiConfig | None = None) -> None:
         if engine is None:
             if model_dir is None:
                 raise Sam2rtError("StreamTracker needs a model directory (or a loaded engine)")
@@ -65,6 +71,8 @@ class StreamTracker:
         self.engine = engine
         self.executor: Executor = executor or default_executor(engine.runners, engine.size, backend, preprocess)
         self.rules = SelectionRules.from_tracking(engine.tracking)
+        self.policy = make_policy(memory, engine, samurai)
+        self._policy = PolicyStep(self) if self.policy.needs_candidates else None
         self.fill_hole_area = engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.bgr = bgr
         self.dims = {**C.resolve_dims(engine.size), "M": engine.manifest.bank.memory_slots,
@@ -79,7 +87,11 @@ class StreamTracker:
         self._clear_objects()
 
     def _clear_objects(self) -> None:
-        self.bank = DeviceBank(self.engine.manifest.bank, self.rules)
+        if self._policy is None:
+            self.bank = DeviceBank(self.engine.manifest.bank, self.rules)
+        else:
+            self.bank = PolicyBank(self.engine.manifest.bank, self.rules, self._policy.recent)
+            self._policy.clear()
         self._ids: list[int] = []
         self._added_at: list[int] = []  # frame each object got its first prompt (not tracked there)
         self._cond_now: list[bool] = []  # the current frame is a conditioning frame of the object
@@ -152,6 +164,7 @@ class StreamTracker:
             self.bank.add_cond(b, t)
         self.bank.commit(t, cond)
         objs = self._objs
+        places = None if self._policy is None else self._policy.commit(t, cond)
         self.bank.prepare(new, {n: objs[n].mirror for n in CONTROLS})
         self._encode_frame(rgb, new)
         alloc, run = self.executor.allocator, self.executor.run
@@ -159,11 +172,13 @@ class StreamTracker:
         def enqueue() -> None:
             # commit frame t: its memory into its ring slot, its pointer into its pointer slot
             alloc.upload(objs["binarize"])
-            slot = objs["memory"].slot(self.bank.mem_slot(t))
+            slot = objs["memory"].slot(self.bank.mem_slot(t)) if places is None else self._policy.scratch["memory"]
             run("memory_encoder", {"vision_feat": self.vision_feat(t), "mask_logits": objs["low_res_masks"],
                                    "binarize": objs["binarize"], "object_score_logits": objs["object_score_logits"],
                                    "memory": slot})
             self.executor.round_bank(slot)
+            for b, s in (places or {}).items():  # a policy's memories: each object's column into its slot
+                alloc.copy(objs["memory"].slot(s).slot(b), slot.slot(b))
             alloc.copy(objs["obj_ptrs"].slot(self.bank.ptr_slot(t)), objs["obj_ptr"])
             for b in cond:  # a conditioning frame lives in its object's cond slot (rare: frames after prompts)
                 c = self.bank.cond[b][t]
@@ -179,11 +194,13 @@ class StreamTracker:
             alloc.download(objs["low_res_masks"])
             alloc.download(objs["object_score_logits"])
 
-        if cond:
-            enqueue()  # cond copies make this step unlike the steady state: not captured
+        if cond or places is not None:
+            enqueue()  # cond copies or a policy's per-object slots make this step unlike the steady state
         else:
             self.executor.step((self.bank.batch, new % self._period), enqueue)
         self.executor.synchronize()
+        if self._policy is not None:
+            self._policy.choose()
         self._t = new
         objs["binarize"].mirror[...] = False
         K = self.bank.batch
@@ -242,14 +259,26 @@ class StreamTracker:
         t = self._t
         is_init = b is None or self._added_at[b] == t
         is_cond = is_init or bool(self.engine.tracking["add_all_frames_to_correct_as_cond"])
+        pol = self._policy
+        track = None if pol is None else self.policy.new_track() if b is None else pol.tracks[b]
+        scores = (1.0, None)  # a mask prompt's (the reference's _use_mask_as_output)
         if pts is None:
             low, ptr, score = self._prompt.mask(t, mask_input)
+            if pol is not None:
+                ptr = pol.mask_pointer(self._prompt.bufs, mask_input)
         else:
             prev = None if b is None else np.clip(self._masks[b:b + 1], -32.0, 32.0)
             low, ptr, score = self._prompt.points(t, b, is_init, pts, lbl, prev)
+            if pol is not None:
+                low, ptr, scores = pol.choose_prompt(track, self._prompt.bufs,
+                                                     self.engine.use_multimask(is_init, len(lbl)))
         low = fill_holes_near(low, self.fill_hole_area)
         if b is None:
             b = self._add_object(obj_id)
+            if pol is not None:
+                pol.add(track, scores)
+        elif pol is not None:
+            pol.scores[b] = scores
         self._prompt.store(b, low, ptr, score)
         self._points[b] = None if pts is None else (pts, lbl)
         self._cond_now[b] = is_cond
@@ -297,6 +326,8 @@ class StreamTracker:
         self.bank.remove_object(b)
         for lst in (self._ids, self._added_at, self._cond_now, self._points):
             del lst[b]
+        if self._policy is not None:
+            self._policy.remove_object(b)
         self._masks, self._scores = self._masks[keep], self._scores[keep]
         return self.obj_ids
 

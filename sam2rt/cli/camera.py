@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sam2rt.cli.memory_args import add_memory_args, memory_options
 from sam2rt.errors import Sam2rtError
 from sam2rt.outputs import check_writable_file
 from sam2rt.signals import Terminated
@@ -67,6 +68,7 @@ def add_camera(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--reconnect", type=int, default=3, help="reopen attempts when a live source stops (default 3)")
+    add_memory_args(p)
     p.set_defaults(func=_cmd_camera)
 
 
@@ -225,6 +227,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise Sam2rtError(f"--max-frames must be at least 1, got {args.max_frames}")
+    memory = memory_options(args, args.model)  # bad --samurai-* flags fail before the camera opens
     reader = FrameReader(args.source, args.reconnect)
     sink, writer = None, None
     try:
@@ -236,7 +239,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         out_path = args.out if args.out is not None or show else DEFAULT_OUT
         if out_path is not None:  # before the model loads: a bad --out fails at once
             check_writable_file(out_path, "--out")
-        tracker = StreamTracker(args.model, backend=args.backend, threads=args.threads, bgr=True)
+        tracker = StreamTracker(args.model, backend=args.backend, threads=args.threads, bgr=True, **memory)
         start = time.perf_counter()
         tracker.load_first_frame(first)
         _, obj_ids, logits = tracker.add_new_prompt(0, 1, **_first_prompt(args, width, height))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from sam2rt.cli.memory_args import add_memory_args, memory_options
 from sam2rt.cli.overlay import write_overlay
 from sam2rt.errors import Sam2rtError
 
@@ -38,6 +39,7 @@ class TrackConfig:
     """One ``sam2rt track`` run; the CLI flags map onto these fields.
 
     caption: text drawn on every overlay frame (the demo labels random weights with it).
+    memory / samurai: the tracker's memory ("sam2" or "samurai") and SAMURAI's parameters (None: defaults).
     """
 
     model: Path
@@ -49,6 +51,8 @@ class TrackConfig:
     threads: int = 0
     caption: str | None = None
     progress: bool = True
+    memory: str = "sam2"
+    samurai: Any = None
 
 
 @dataclass(frozen=True)
@@ -198,9 +202,13 @@ def track_video(cfg: TrackConfig) -> TrackResult:
     t0 = time.perf_counter()
     if not cfg.prompts:
         raise Sam2rtError("no prompt: give at least one point, box or mask")
+    if cfg.memory == "samurai" and min(p.frame for p in cfg.prompts) > 0:
+        raise Sam2rtError("--memory samurai tracks forward only, so the first prompt must be on frame 0 (frames "
+                          "before it would need reverse tracking); move it, or use --memory sam2")
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
     cfg = replace(cfg, masks_dir=masks_dir)
-    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
+    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False,
+                               memory=cfg.memory, samurai=cfg.samurai)
     state = predictor.init_state(str(cfg.video))
     try:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)
@@ -253,7 +261,8 @@ def _cmd_track(args: argparse.Namespace) -> int:
         raise Sam2rtError("pass either --prompts FILE or --point/--box, not both")
     prompts = load_prompts(args.prompts) if args.prompts is not None else prompts_from_flags(args.point, args.box)
     cfg = TrackConfig(model=args.model, video=args.video, prompts=tuple(prompts), out=args.out,
-                      masks_dir=args.masks_dir, backend=args.backend, threads=args.threads)
+                      masks_dir=args.masks_dir, backend=args.backend, threads=args.threads,
+                      **memory_options(args, args.model))
     print_summary(track_video(cfg))
     return 0
 
@@ -299,4 +308,5 @@ def add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    add_memory_args(p)
     p.set_defaults(func=_cmd_track)
