@@ -10,6 +10,7 @@ on TensorRT (separate contexts and CUDA streams), and in turn on ONNX Runtime CP
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sam2rt import contract as C
 from sam2rt.runtime.backends.executor import FRAME_TENSORS, OBJECT_TENSORS, default_executor, planned_bytes
@@ -34,14 +35,16 @@ class Model:
         return self.engine.size
 
     def stream(self, fill_hole_area: int | None = None, bgr: bool = False,
-               preprocess: str = "official") -> StreamTracker:
+               preprocess: str = "official", memory: str = "sam2", samurai: Any = None) -> StreamTracker:
         """A new StreamTracker sharing this model's graphs (its own bank and buffers).
 
         preprocess: "official" (bit-exact, the default; what TensorRT does on the GPU) or "fast" (OpenCV,
-        ONNX Runtime backends only).
+        ONNX Runtime backends only). memory / samurai: "sam2" or "samurai" with its ``SamuraiConfig``
+        (docs/tracker.md).
         """
         executor = default_executor(self.engine.runners, self.engine.size, self.backend, preprocess)
-        return StreamTracker(engine=self.engine, executor=executor, fill_hole_area=fill_hole_area, bgr=bgr)
+        return StreamTracker(engine=self.engine, executor=executor, fill_hole_area=fill_hole_area, bgr=bgr,
+                             memory=memory, samurai=samurai)
 
     def stream_bytes(self, objects: int = 1, points: int = 18) -> int:
         """Buffer bytes one stream holds with ``objects`` objects (frame, bank + step, prompt buffers).

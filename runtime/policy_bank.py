@@ -48,10 +48,15 @@ class PolicyBank(DeviceBank):
         needed = {f for _, f in self.recent(b, frame_idx + 1)} - {frame_idx}
         for f in [f for f in mem if f not in needed]:
             del mem[f]
-        ring = range(self.bank.cond_slots, self.bank.cond_slots + self.mem_ring)
-        slot = min(set(ring) - set(mem.values()))
+        ring = {self.mem_slot(i) for i in range(self.mem_ring)}  # DeviceBank's ring slots, whatever its layout
+        slot = min(ring - set(mem.values()))
         mem[frame_idx] = slot
         return slot
+
+    def cond_memory_slot(self, b: int, frame_idx: int) -> int:
+        """The memory slot of object b's conditioning frame (``DeviceBank.cond_slot`` where it has one)."""
+        cond_slot = getattr(super(), "cond_slot", None)
+        return cond_slot(b, frame_idx)[0] if cond_slot is not None else self.cond[b][frame_idx]
 
     def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> None:
         """Pointers as ``DeviceBank``; memories are placed per object by ``place``."""
@@ -64,10 +69,12 @@ class PolicyBank(DeviceBank):
         limit = attended_cond_frames(self.rules, self.bank)
         for j, b in enumerate(range(self.batch) if objects is None else objects):
             selected, unselected = select_closest_cond_frames(frame_idx, self.cond[b], limit)
-            for slot in unselected.values():  # counted as recent only where the policy picks them
-                out["memory_valid"][slot, j] = False
+            for f in unselected:  # counted as recent only where the policy picks them
+                out["memory_valid"][self.cond_memory_slot(b, f), j] = False
             for tpos, f in self.recent(b, frame_idx):
-                slot = self.mem_of[b].get(f, unselected.get(f))
+                slot = self.mem_of[b].get(f)
+                if slot is None and f in unselected:
+                    slot = self.cond_memory_slot(b, f)
                 if slot is not None:
                     out["memory_valid"][slot, j] = True
                     out["memory_tpos"][slot, j] = tpos

@@ -230,14 +230,14 @@ class VideoPredictor:
                            reverse: bool = False) -> Iterator[tuple[int, list[int], np.ndarray]]:
         """Yield ``(frame_idx, obj_ids, masks (K,1,H,W))`` for every frame in processing order."""
         state = inference_state
+        if reverse and self.policy.needs_candidates:
+            raise Sam2rtError("memory='samurai' tracks forward only (its motion model runs in frame order); "
+                              "propagate with reverse=False, or use memory='sam2'")
         self.propagate_in_video_preflight(state)
         num_frames, K = state["num_frames"], len(state["obj_ids"])
         if start_frame_idx is None:
             start_frame_idx = min(t for o in state["output_dict_per_obj"].values() for t in o.cond)
         P.check_frame_idx(start_frame_idx, num_frames)
-        if reverse and self.policy.needs_candidates:
-            raise Sam2rtError("memory='samurai' tracks forward only (its motion model runs in frame order); "
-                              "propagate with reverse=False, or use memory='sam2'")
         limit = num_frames if max_frame_num_to_track is None else max_frame_num_to_track
         if reverse:
             end = max(start_frame_idx - limit, 0)

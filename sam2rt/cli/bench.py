@@ -27,6 +27,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
         from sam2rt.benchmarks.report import require_matplotlib
 
         require_matplotlib()
+    if args.compare_official and args.memory != "sam2":
+        raise Sam2rtError("--compare-official times the official SAM 2 predictor, whose memory is sam2; drop "
+                          "--memory samurai or --compare-official")
     if args.compare_official and not all(importlib.util.find_spec(m) for m in ("torch", "sam2")):
         raise Sam2rtError("--compare-official needs torch and the official sam2 package; install the export extra "
                           "(pip install 'sam2rt[export]') or drop --compare-official")
@@ -36,7 +39,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.host_overhead:  # no arithmetic: only our host work per track() (see benchmarks/host_overhead.py)
         from sam2rt.benchmarks.host_overhead import main as host_overhead
 
-        return host_overhead(["--model", str(args.model), "--objects", "1", "4", "--rounds", "3"])
+        memories = ["sam2", "samurai"] if args.memory == "samurai" else ["sam2"]  # samurai: beside the default
+        return host_overhead(["--model", str(args.model), "--objects", "1", "4", "--rounds", "3",
+                              "--memory", *memories])
     if args.video is None:
         raise Sam2rtError("sam2rt bench needs --video (a video file or JPEG folder), except with --host-overhead")
     _check_outputs(args)
@@ -47,7 +52,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       objects=args.objects, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                       compare_official=args.compare_official, checkpoint=args.checkpoint,
                       seed=None if args.checkpoint is not None else (0 if args.seed is None else args.seed),
-                      official_repeats=args.official_repeats, soak=args.soak)
+                      official_repeats=args.official_repeats, soak=args.soak, memory=args.memory)
     result = run_bench(cfg)
     print(format_table(result))
     if args.json is not None:
@@ -76,6 +81,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--soak", type=int, default=0, metavar="N", help="StreamTracker soak over N frames (RSS growth)")
     p.add_argument("--host-overhead", action="store_true", help="only the host cost per StreamTracker.track() "
                    "(1 and 4 objects, 1280x720 frames), graphs doing no arithmetic: TensorRT's host work")
+    p.add_argument("--memory", default="sam2", choices=("sam2", "samurai"),
+                   help="the tracker's memory; samurai: SAMURAI's motion-aware memory with its published config, "
+                        "timed beside the default (sam2) where both can run (docs/tracker.md)")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG: latency per component, FPS vs objects")
     p.set_defaults(func=_cmd_bench)

@@ -44,7 +44,8 @@ def main(job_path: str, out_path: str) -> None:
     job = json.load(open(job_path))
     torch.manual_seed(0)
     predictor = build_sam2_video_predictor(job["config"], job["checkpoint"], device="cpu",
-                                           hydra_overrides_extra=[f"++model.image_size={job['image_size']}"])
+                                           hydra_overrides_extra=[f"++model.image_size={job['image_size']}",
+                                                                  *job.get("overrides", [])])
     predictor.fill_hole_area = 0
     reads: list[int] = []
     original = predictor._prepare_memory_conditioned_features
