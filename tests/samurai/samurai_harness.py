@@ -2,7 +2,7 @@
 
 The reference is SAMURAI's own predictor (PyPI ``absolutely-not-samurai``, its fork of sam2) in its own
 virtual environment (``make samurai-env`` -> .venv-samurai), run as a subprocess that writes its results
-to a file (reference_run.py). Sizes: SAMURAI_TEST_SIZE / SAMURAI_TEST_FRAMES (the acceptance run: 512 and
+to a file (benchmarks/samurai_reference.py). Sizes: SAMURAI_TEST_SIZE / SAMURAI_TEST_FRAMES (the acceptance run: 512 and
 60; ``make test``: the defaults below).
 """
 
@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sam2rt.benchmarks import samurai_parity as P
+
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_PY = REPO / ".venv-samurai" / "bin" / "python"
 SIZE = int(os.environ.get("SAMURAI_TEST_SIZE", "256"))
@@ -23,11 +25,6 @@ FRAMES = int(os.environ.get("SAMURAI_TEST_FRAMES", "16"))
 # SAMURAI's parameters for both sides: the short make-test clips reach the filter's choice with a shorter
 # stable streak (a parameter of both); the acceptance run keeps the published 15
 STABLE = int(os.environ.get("SAMURAI_TEST_STABLE", "5"))
-# ours -> the reference's config key
-REFERENCE_KEYS = {"stable_frames": "stable_frames_threshold", "stable_iou": "stable_ious_threshold",
-                  "kf_weight": "kf_score_weight", "memory_iou": "memory_bank_iou_threshold",
-                  "memory_obj_score": "memory_bank_obj_score_threshold",
-                  "memory_kf_score": "memory_bank_kf_score_threshold", "min_obj_score": "min_obj_score_logits"}
 
 
 def samurai_config():
@@ -46,10 +43,10 @@ def run_reference(ckpt: Path, frames: Path, prompts: list[dict], out: Path,
     job.write_text(json.dumps({"checkpoint": str(ckpt), "image_size": SIZE, "frames": str(frames),
                                "num_frames": num_frames, "prompts": prompts,
                                "config": "configs/samurai/sam2.1_hiera_t.yaml",
-                               "overrides": [f"++model.{REFERENCE_KEYS[k]}={v}"
+                               "overrides": [f"++model.{P.REFERENCE_KEYS[k]}={v}"
                                              for k, v in vars(samurai_config()).items()]}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    subprocess.run([str(REFERENCE_PY), str(REPO / "tests" / "samurai" / "reference_run.py"), str(job), str(out)],
+    subprocess.run([str(REFERENCE_PY), str(P.SCRIPT), str(job), str(out)],
                    check=True, cwd=out.parent, env={**env, "OMP_NUM_THREADS": "2"}, stdout=subprocess.DEVNULL)
     data = np.load(out)
     shape = tuple(data["shape"])

@@ -1,13 +1,14 @@
 """SAMURAI's own predictor on CPU, one object per run: the parity reference (run in .venv-samurai).
 
-Usage: python reference_run.py JOB.json OUT.npz. JOB: {"checkpoint", "image_size", "frames" (JPEG folder),
-"num_frames", "prompts": [{"frame", "points", "labels"}, ...] (one object, id 1; the first prompt starts it),
+Usage (in the reference venv, .venv-samurai): python samurai_reference.py JOB.json OUT.npz. Never imported
+by sam2rt (it imports SAMURAI's fork of sam2 and torch); run by tests/samurai and ``sam2rt verify --memory
+samurai``. JOB: {"checkpoint", "image_size", "frames" (JPEG folder), "num_frames", "prompts": [{"frame", "points", "labels"}, ...] (one object, id 1; the first prompt starts it),
 "config"}. Tracks forward from the first prompt, incrementally across later prompts the way a live stream
 sees them (propagate up to the prompt frame, prompt, propagate from the next frame), and writes per frame:
 ``masks`` (T, H, W) packed bits of the video-resolution mask, ``memory`` (T, 7) the frames whose memory
 attention read (-1 padded), ``iou`` (T,) the kept candidate's predicted IoU.
 
-Harness patches, none in SAMURAI's logic (tests/samurai/README in docs/tracker.md):
+Harness patches, none in SAMURAI's logic (docs/tracker.md):
 - device "cpu" (the factory defaults to CUDA); hole filling off (its CUDA extension is not built; our side
   runs with fill_hole_area=0 as well).
 - a prompt on a frame after tracking started makes a consolidated output without "best_iou_score"/"kf_score",
