@@ -11,8 +11,9 @@ attention read (-1 padded), ``iou`` (T,) the kept candidate's predicted IoU.
 Harness patches, none in SAMURAI's logic (docs/tracker.md):
 - device "cpu" (the factory defaults to CUDA); hole filling off (its CUDA extension is not built; our side
   runs with fill_hole_area=0 as well).
-- a prompt on a frame after tracking started makes a consolidated output without "best_iou_score"/"kf_score",
-  which the SAMURAI memory scan then reads (KeyError): the harness copies them from the prompt's own output.
+- a prompt on a frame after tracking started makes a consolidated output, and the per-object copies of every
+  output, without "best_iou_score"/"kf_score", which SAMURAI's memory scan then reads (KeyError): the harness
+  copies them from the prompt's own output and into the per-object copies (one object: the same values).
 - which memories attention read is recorded by wrapping the stored outputs in a dict that notes reads of
   "maskmem_features" (behaviour unchanged).
 """
@@ -70,6 +71,15 @@ def main(job_path: str, out_path: str) -> None:
         return out
 
     predictor._consolidate_temp_output_across_obj = with_scores
+    add_per_object = predictor._add_output_per_object
+
+    def per_object_with_scores(state, frame_idx, current_out, storage_key):
+        add_per_object(state, frame_idx, current_out, storage_key)
+        for key in ("best_iou_score", "kf_score"):
+            if key in current_out:
+                state["output_dict_per_obj"][0][storage_key][frame_idx][key] = current_out[key]
+
+    predictor._add_output_per_object = per_object_with_scores
     T = job["num_frames"]
     masks, memory, ious = None, np.full((T, 7), -1, np.int32), np.full(T, np.nan, np.float32)
     with torch.inference_mode():
@@ -84,6 +94,7 @@ def main(job_path: str, out_path: str) -> None:
             if masks is None:
                 masks = np.zeros((T, *logits.shape[-2:]), bool)
             masks[prompt["frame"]] = (logits[0, 0] > 0).numpy()
+            reads.clear()  # the prompt's own memory reads
             first = prompt["frame"] + (1 if prompt is not prompts[0] else 0)
             if first > end:
                 continue
