@@ -53,19 +53,20 @@ def samurai_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
 @pytest.fixture(scope="session")
 def clips(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The first FRAMES frames of two real clips as JPEG folders (what both predictors read)."""
+    """The first FRAMES frames of two real clips as JPEG folders (what both predictors read); the next
+    frames in "<name>_more" (a reference started later still sees a video of at least 16 frames)."""
     import cv2
 
     out = {}
     for name, rel in CLIPS.items():
-        folder = tmp_path_factory.mktemp(f"clip_{name}")
+        folder, more = tmp_path_factory.mktemp(f"clip_{name}"), tmp_path_factory.mktemp(f"clip_{name}_more")
         cap = cv2.VideoCapture(str(shared_data / rel))
-        for i in range(FRAMES):
+        for i in range(FRAMES + 16):
             ok, frame = cap.read()
-            assert ok, f"{rel} has fewer than {FRAMES} frames"
-            cv2.imwrite(str(folder / f"{i:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            assert ok, f"{rel} has fewer than {FRAMES + 16} frames"
+            cv2.imwrite(str((folder if i < FRAMES else more) / f"{i:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
         cap.release()
-        out[name] = folder
+        out[name], out[f"{name}_more"] = folder, more
     return out
 
 
@@ -73,7 +74,11 @@ def clips(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def reference(samurai_model, clips, tmp_path_factory: pytest.TempPathFactory):
     """``reference(clip, prompts, start=0)``: SAMURAI's run of one object on ``clip`` from frame ``start``
     (prompt frames relative to it), as arrays over the whole clip (frames before ``start``: empty masks, no
-    memory); cached for the session (the live test reuses the predictor test's runs)."""
+    memory); cached for the session (the live test reuses the predictor test's runs).
+
+    A reference started later runs on the clip from ``start`` with frames appended up to 16: the pointer
+    window and its temporal scale are ``min(video length, 16)`` (``max_obj_ptrs_in_encoder``), which a
+    live stream (no length) takes as 16; results are compared on the first FRAMES - start frames."""
     import json
 
     import numpy as np
@@ -89,8 +94,9 @@ def reference(samurai_model, clips, tmp_path_factory: pytest.TempPathFactory):
             if start:
                 frames = tmp / f"{clip}_from{start}_{len(cache)}"
                 frames.mkdir()
-                for f in range(start, FRAMES):
-                    (frames / f"{f - start:05d}.jpg").write_bytes((clips[clip] / f"{f:05d}.jpg").read_bytes())
+                for f in range(start, max(FRAMES, start + 16)):
+                    src = clips[clip] if f < FRAMES else clips[f"{clip}_more"]
+                    (frames / f"{f - start:05d}.jpg").write_bytes((src / f"{f:05d}.jpg").read_bytes())
             ref = run_reference(ckpt, frames, prompts, tmp / f"ref{len(cache)}.npz", num_frames=FRAMES - start)
             pad = lambda a, fill: np.concatenate([np.full((start, *a.shape[1:]), fill, a.dtype), a])  # noqa: E731
             cache[key] = {"masks": pad(ref["masks"], False), "iou": pad(ref["iou"], np.nan),

@@ -153,3 +153,34 @@ def test_device_path_runs_the_same_policy(exported_tiny_256: Path) -> None:
     for a, b in zip(runs[0][0], runs[1][0]):
         np.testing.assert_array_equal(a, b)
     assert runs[0][1] == [True]
+
+
+def test_cli_memory_flags(exported_tiny_256: Path) -> None:
+    """--memory/--samurai-* map onto SamuraiConfig (model defaults otherwise); misuse says what to do."""
+    import argparse
+
+    from sam2rt.cli.memory_args import add_memory_args, memory_options
+
+    p = argparse.ArgumentParser()
+    add_memory_args(p)
+    assert memory_options(p.parse_args([]), exported_tiny_256) == {"memory": "sam2"}
+    opts = memory_options(p.parse_args(["--memory", "samurai", "--samurai-kf-weight", "0.4"]), exported_tiny_256)
+    assert opts["samurai"] == SamuraiConfig(kf_weight=0.4)
+    with pytest.raises(Sam2rtError, match="--memory samurai"):
+        memory_options(p.parse_args(["--samurai-stable-frames", "3"]), exported_tiny_256)
+
+
+def test_bad_memory_and_reverse_are_refused(exported_tiny_256: Path) -> None:
+    from sam2rt.runtime.predictor import VideoPredictor
+
+    with pytest.raises(Sam2rtError, match="memory must be one of"):
+        VideoPredictor(exported_tiny_256, memory="samurai2")
+    with pytest.raises(Sam2rtError, match="apply to memory='samurai'"):
+        VideoPredictor(exported_tiny_256, samurai=SamuraiConfig())
+    vp = VideoPredictor(exported_tiny_256, memory="samurai", progress=False)
+    rng = np.random.default_rng(0)
+    state = vp.init_state([rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(3)])
+    vp.add_new_points_or_box(state, 2, 1, points=[[10, 10]], labels=[1])
+    with pytest.raises(Sam2rtError, match="forward only"):
+        next(vp.propagate_in_video(state, reverse=True))
+    assert state["temp_output_dict_per_obj"][0].cond  # refused before anything moved
