@@ -1,11 +1,12 @@
 """The resident bank's slot bookkeeping when a memory policy picks the remembered frames (SAMURAI).
 
-``DeviceBank`` keeps frame f's memory in ring slot ``f % ring`` for every object: right for SAM 2, whose
-memories are the frames just before. A policy that remembers older frames (the last ones that passed its
-thresholds) needs them kept past the ring's turn, and objects remember different frames. Here each object
-has its own frame -> ring slot map: frame t goes into a slot that holds no frame the object still needs
-(after t, at most ``num_maskmem - 1`` frames, t included, so a slot is always free); the memory encoder
-writes into a scratch slot and each object's column is copied into its own slot (memory-side copies).
+``DeviceBank`` moves frame t-1 from the newest ring slot to ring slot ``(t-1) % (ring - 1)`` for every object:
+right for SAM 2, whose memories are the frames just before. A policy that remembers older frames (the last
+ones that passed its thresholds) needs them kept past the ring's turn, and objects remember different frames.
+Here each object has its own frame -> ring slot map. The tracking step is DeviceBank's, unchanged (the memory
+encoder writes the newest slot, so the same CUDA graph is captured); only the move out of the newest slot
+differs: object b's column of frame t-1 goes to a ring slot that holds no frame b still needs, and only where b
+will read that frame again (at most ``num_maskmem - 2`` older frames are read, so a slot is always free).
 Pointers (by distance, unchanged by the policy) and conditioning slots stay as in ``DeviceBank``.
 """
 
@@ -28,7 +29,8 @@ class PolicyBank(DeviceBank):
     def __init__(self, bank: C.BankConfig, rules: SelectionRules, recent: Recent) -> None:
         super().__init__(bank, rules)
         self.recent = recent
-        self.mem_of: list[dict[int, int]] = []  # per object: frame -> ring slot (absolute slot index)
+        self.mem_of: list[dict[int, int]] = []  # per object: frame -> memory slot (ring slots, the newest included)
+        self._moves: list[tuple[int, int]] = []  # (ring slot, object) of the last commit
 
     def add_object(self) -> int:
         self.mem_of.append({})
@@ -38,30 +40,33 @@ class PolicyBank(DeviceBank):
         del self.mem_of[b]
         super().remove_object(b)
 
-    def place(self, b: int, frame_idx: int) -> int:
-        """The ring slot for object ``b``'s memory of ``frame_idx`` (tracked, not conditioning).
+    def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> tuple[int, int] | None:
+        """``DeviceBank.commit`` for the pointers; memories per object (``memory_moves``).
 
-        Called when that memory is written (the start of frame_idx + 1's step): slots of frames the object
-        no longer reads from frame_idx + 1 on are reused.
+        The policy must have recorded ``frame_idx``'s scores: what each object reads from ``frame_idx + 1`` on
+        decides which of its frames stay.
         """
-        mem = self.mem_of[b]
-        needed = {f for _, f in self.recent(b, frame_idx + 1)} - {frame_idx}
-        for f in [f for f in mem if f not in needed]:
-            del mem[f]
-        ring = {self.mem_slot(i) for i in range(self.mem_ring)}  # DeviceBank's ring slots, whatever its layout
-        slot = min(ring - set(mem.values()))
-        mem[frame_idx] = slot
-        return slot
-
-    def cond_memory_slot(self, b: int, frame_idx: int) -> int:
-        """The memory slot of object b's conditioning frame (``DeviceBank.cond_slot`` where it has one)."""
-        cond_slot = getattr(super(), "cond_slot", None)
-        return cond_slot(b, frame_idx)[0] if cond_slot is not None else self.cond[b][frame_idx]
-
-    def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> None:
-        """Pointers as ``DeviceBank``; memories are placed per object by ``place``."""
-        super().commit(frame_idx, cond_objects)
+        old = self.newest
+        moved = super().commit(frame_idx, cond_objects)
         self.mem_frames[:] = -1  # the distance rule of DeviceBank.prepare finds no recent memory
+        self._moves = []
+        older = set(range(self.mem_ring - 1))  # ring slots before the newest
+        for b, mem in enumerate(self.mem_of):
+            needed = {f for _, f in self.recent(b, frame_idx + 1)}
+            held = mem.pop(old, None) is not None  # b's column of the newest slot is its memory of ``old``
+            for f in [f for f in mem if f not in needed]:
+                del mem[f]
+            if held and old in needed:
+                slot = min(older - set(mem.values()))
+                mem[old] = slot
+                self._moves.append((slot, b))
+            if b not in cond_objects:
+                mem[frame_idx] = self.mem_new
+        return moved
+
+    def memory_moves(self, moved: tuple[int, int]) -> list[tuple[int, int | None]]:
+        """Object columns leaving the newest memory slot: ``(ring slot, object)`` per object that reads it again."""
+        return list(self._moves)
 
     def prepare(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
         """``DeviceBank.prepare`` (pointers, conditioning frames), recent memories from the policy."""
@@ -70,11 +75,11 @@ class PolicyBank(DeviceBank):
         for j, b in enumerate(range(self.batch) if objects is None else objects):
             selected, unselected = select_closest_cond_frames(frame_idx, self.cond[b], limit)
             for f in unselected:  # counted as recent only where the policy picks them
-                out["memory_valid"][self.cond_memory_slot(b, f), j] = False
+                out["memory_valid"][self.cond_slot(b, f)[0], j] = False
             for tpos, f in self.recent(b, frame_idx):
                 slot = self.mem_of[b].get(f)
                 if slot is None and f in unselected:
-                    slot = self.cond_memory_slot(b, f)
+                    slot = self.cond_slot(b, f)[0]
                 if slot is not None:
                     out["memory_valid"][slot, j] = True
                     out["memory_tpos"][slot, j] = tpos

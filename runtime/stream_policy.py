@@ -4,7 +4,8 @@ The decoder runs as always; its candidates, IoUs, candidate pointers and scores 
 few hundred KB per object at 1024 px, never full-size masks), the policy chooses on the host, and the chosen
 logits and pointer are uploaded into the step buffers, from where the next step encodes them exactly as it
 encodes the graph's own choice. Per-object state lives here, in object order, and follows the tracker's
-objects (added, corrected, removed, reset). Memories go to per-object slots (``PolicyBank``).
+objects (added, corrected, removed, reset). Memories go to per-object slots (``PolicyBank``); the tracking
+step itself is the default one (on TensorRT the same captured CUDA graph).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam2rt import contract as C
 from sam2rt.runtime.backends.executor import BufferSet
 
 if TYPE_CHECKING:
@@ -27,19 +27,12 @@ class PolicyStep:
 
     def __init__(self, tracker: "StreamTracker") -> None:
         self.tracker, self.policy = tracker, tracker.policy
-        self.scratch: BufferSet | None = None  # (B, hw, 64): the memory encoder's output before placement
         self.tracks: list[Any] = []
         self.scores: list[tuple[float | None, float | None]] = []  # per object: (iou, kf score) of this frame
 
     def clear(self) -> None:
         """Forget every object (reset, load_first_frame)."""
         self.tracks, self.scores = [], []
-        self._free_scratch()
-
-    def _free_scratch(self) -> None:
-        if self.scratch is not None:
-            self.tracker.executor.release(self.scratch)
-            self.scratch = None
 
     def add(self, track: Any, scores: tuple[float | None, float | None]) -> None:
         """A new object (its track made by ``policy.new_track()`` before its first prompt, on this frame)."""
@@ -54,23 +47,15 @@ class PolicyStep:
         """Object b's remembered frames for attention on ``frame_idx`` (``PolicyBank``'s callback)."""
         return self.policy.recent_frames(frame_idx, self.tracks[b], self.tracker.rules.num_maskmem)
 
-    def commit(self, t: int, cond: tuple[int, ...]) -> dict[int, int]:
-        """Frame t is final: record its scores, return the ring slot of each tracked (non-conditioning) object."""
+    def commit(self, t: int, cond: tuple[int, ...]) -> None:
+        """Frame t is final: record each tracked (non-conditioning) object's scores (before ``bank.commit``)."""
         tr = self.tracker
-        places = {}
         for b, track in enumerate(self.tracks):
             if b in cond:
                 self.policy.forget(track, t)
-                continue
-            iou, kf = self.scores[b]
-            self.policy.remember(track, t, iou, float(tr._scores[b]), kf)
-            places[b] = tr.bank.place(b, t)
-        batch = len(self.tracks)
-        if self.scratch is None or self.scratch["memory"].shape[0] != batch:
-            self._free_scratch()
-            self.scratch = BufferSet(tr.executor.allocator, {"memory": (("B", "hw", C.MEM_DIM), "float32")},
-                                     {**tr.dims, "B": batch})
-        return places
+            else:
+                iou, kf = self.scores[b]
+                self.policy.remember(track, t, iou, float(tr._scores[b]), kf)
 
     def _download(self, bufs: BufferSet) -> dict[str, np.ndarray]:
         alloc = self.tracker.executor.allocator

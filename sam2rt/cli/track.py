@@ -194,8 +194,12 @@ def _commit(video_tmp: Path, out: Path, staged_masks: Path | None, masks_dir: Pa
 # --------------------------------------------------------------------------- the run
 
 
-def track_video(cfg: TrackConfig) -> TrackResult:
-    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings."""
+def track_video(cfg: TrackConfig, predictor: Any | None = None) -> TrackResult:
+    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings.
+
+    predictor: a loaded ``VideoPredictor`` of ``cfg.model`` to reuse (one model for many videos, as the
+    workers of ``sam2rt track-batch`` do); None loads one.
+    """
     from sam2rt.prompts_file import apply_prompt
     from sam2rt.runtime.predictor import VideoPredictor
 
@@ -207,8 +211,12 @@ def track_video(cfg: TrackConfig) -> TrackResult:
                           "before it would need reverse tracking); move it, or use --memory sam2")
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
     cfg = replace(cfg, masks_dir=masks_dir)
-    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False,
-                               memory=cfg.memory, samurai=cfg.samurai)
+    if predictor is None:
+        predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False,
+                                   memory=cfg.memory, samurai=cfg.samurai)
+    elif predictor.policy.name != cfg.memory:
+        raise Sam2rtError(f"the loaded predictor's memory is {predictor.policy.name!r}, the job asks for "
+                          f"{cfg.memory!r}: load one with memory={cfg.memory!r}")
     state = predictor.init_state(str(cfg.video))
     try:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)

@@ -78,7 +78,9 @@ def test_config_defaults_and_errors() -> None:
 
 
 def test_policy_bank_keeps_every_frame_still_read() -> None:
-    """Random admission over 200 frames, 3 objects: whatever the policy reads is in its object's slots."""
+    """Random admission over 200 frames, 3 objects: the slots (simulated: which frame each object's column of each
+    memory slot holds, moved as ``memory_moves`` says, the newest slot written every frame) hold every frame the
+    policy reads, each in its own slot, with the policy's temporal positions."""
     from sam2rt import contract as C
     from sam2rt.runtime.bank import SelectionRules
     from sam2rt.runtime.policy_bank import PolicyBank
@@ -90,18 +92,34 @@ def test_policy_bank_keeps_every_frame_still_read() -> None:
                       SelectionRules(), lambda b, f: policy.recent_frames(f, tracks[b], 7))
     for _ in tracks:
         bank.add_object()
+    held = np.full((bank.bank.memory_slots, 3), -1)  # frame in each object's column of each slot
     for b in range(3):
         bank.add_cond(b, 0)
+    bank.commit(0, (0, 1, 2))
+    admitted = 0
     for t in range(1, 200):
         for b, track in enumerate(tracks):
             policy.remember(track, t, float(rng.random()), 1.0, None)
-            slot = bank.place(b, t)
-            assert slot in {bank.mem_slot(i) for i in range(bank.mem_ring)}
+        moved = bank.commit(t)
+        for slot, b in bank.memory_moves(moved):
+            assert b is not None and slot < bank.mem_new, "a single column into an older ring slot"
+            held[slot, b] = held[bank.mem_new, b]
+        held[bank.mem_new] = t  # the memory encoder writes frame t into the newest slot
+        out = {"memory_valid": np.zeros((bank.bank.memory_slots, 3), bool),
+               "memory_tpos": np.zeros((bank.bank.memory_slots, 3), np.int64),
+               "obj_ptr_valid": np.zeros((bank.bank.ptr_slots, 3), bool),
+               "obj_ptr_tpos": np.zeros((bank.bank.ptr_slots, 3), np.float32)}
+        bank.prepare(t + 1, out)
         for b, track in enumerate(tracks):
-            for _, f in policy.recent_frames(t + 1, track, 7):
-                assert f in bank.mem_of[b], (t, b, f)
-            slots = [bank.mem_of[b][f] for _, f in policy.recent_frames(t + 1, track, 7)]
+            recent = policy.recent_frames(t + 1, track, 7)
+            admitted += len(recent)
+            slots = [bank.mem_of[b][f] for _, f in recent]
             assert len(set(slots)) == len(slots)
+            assert [held[s, b] for s in slots] == [f for _, f in recent], (t, b)
+            assert [out["memory_tpos"][s, b] for s in slots] == [p for p, _ in recent]
+            ring = out["memory_valid"][:bank.mem_ring, b]
+            assert sorted(np.flatnonzero(ring).tolist()) == sorted(slots)
+    assert admitted > 199 * 3 * 3  # older frames are read, not only the previous one
 
 
 class SplitAllocator(HostAllocator):

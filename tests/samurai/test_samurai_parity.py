@@ -17,8 +17,9 @@ from samurai_harness import FRAMES, mask_iou, samurai_config  # noqa: E402  (tes
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-# clicks (x, y) in video pixels
+# clicks (x, y) in video pixels; FIX: the correction click of the live test's second object
 CLICKS = {"bedroom": [(600, 300), (250, 180)], "dog": [(640, 360), (300, 500)]}
+FIX = {"bedroom": (270, 200), "dog": (330, 470)}
 
 
 def _prompt(frame: int, xy: tuple[int, int]) -> dict:
@@ -106,7 +107,8 @@ def _record_prepare(monkeypatch, tracker) -> dict[tuple[int, int], list[int]]:
         if objects is not None:
             return  # a prompt's
         for b in range(self.batch):
-            holder = {self.cond_memory_slot(b, f): f for f in self.cond[b]} | {s: f for f, s in self.mem_of[b].items()}
+            holder = {self.cond_slot(b, f)[0]: f for f in self.cond[b]}
+            holder.update({s: f for f, s in self.mem_of[b].items()})
             reads[(tracker.obj_ids[b], frame_idx)] = sorted(holder[int(s)] for s in
                                                             np.flatnonzero(out["memory_valid"][:, b]))
 
@@ -114,8 +116,10 @@ def _record_prepare(monkeypatch, tracker) -> dict[tuple[int, int], list[int]]:
     return reads
 
 
-def test_stream_tracker_matches_samurai_with_prompts_mid_stream(samurai_model, clips, reference, monkeypatch) -> None:
-    """Live on the dog clip: object 1 from frame 0 (the predictor test's object, same reference), object 2
+@pytest.mark.parametrize("clip", ["bedroom", "dog"])
+def test_stream_tracker_matches_samurai_with_prompts_mid_stream(samurai_model, clips, reference, clip,
+                                                                 monkeypatch) -> None:
+    """Live on each clip: object 1 from frame 0 (the predictor test's object, same reference), object 2
     added on frame 6 and corrected with a click on frame 10. Each reference object starts on its own frame 0,
     so object 2's reference runs on the clip from frame 6, incrementally (propagate to the correction, click,
     propagate on): what a live stream sees."""
@@ -123,9 +127,9 @@ def test_stream_tracker_matches_samurai_with_prompts_mid_stream(samurai_model, c
     from sam2rt.runtime.stream import StreamTracker
 
     model_dir, _ = samurai_model
-    add_at, fix_at, fix_xy = 6, 10, (330, 470)
-    a_xy, b_xy = CLICKS["dog"]
-    video = open_frames(str(clips["dog"]))
+    add_at, fix_at, fix_xy = 6, 10, FIX[clip]
+    a_xy, b_xy = CLICKS[clip]
+    video = open_frames(str(clips[clip]))
     tracker = StreamTracker(model_dir, fill_hole_area=0, memory="samurai", samurai=samurai_config())
     reads = _record_prepare(monkeypatch, tracker)
     ours: dict[int, dict[int, np.ndarray]] = {1: {}, 2: {}}
@@ -139,8 +143,8 @@ def test_stream_tracker_matches_samurai_with_prompts_mid_stream(samurai_model, c
         for k, obj in enumerate(ids):
             ours[obj][f] = logits[k, 0] > 0
 
-    ref_a = reference("dog", [_prompt(0, a_xy)])
-    ref_b = reference("dog", [_prompt(0, b_xy), _prompt(fix_at - add_at, fix_xy)], start=add_at)
+    ref_a = reference(clip, [_prompt(0, a_xy)])
+    ref_b = reference(clip, [_prompt(0, b_xy), _prompt(fix_at - add_at, fix_xy)], start=add_at)
     seen_a = _compare(ours[1], {f: reads[(1, f)] for f in range(1, FRAMES)}, ref_a)
     seen_b = _compare(ours[2], {f: reads[(2, f)] for f in range(add_at + 1, FRAMES)}, ref_b, first=add_at)
     assert seen_a["left_out"] + seen_b["left_out"] > 0, (seen_a, seen_b)
