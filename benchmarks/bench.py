@@ -253,7 +253,7 @@ def measure_live(cfg: BenchConfig, clip: list[np.ndarray], clicks: Sequence[Clic
     from sam2rt.runtime.model import Model
 
     model = Model(cfg.model, backend=cfg.backend, threads=cfg.threads)
-    with model.stream() as tracker:
+    with model.stream(memory=cfg.memory) as tracker:
         tracker.load_first_frame(clip[0])
         for obj_id, xy in clicks:
             tracker.add_new_prompt(0, obj_id, points=[xy], labels=[1])

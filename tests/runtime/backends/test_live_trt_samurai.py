@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from fake_gpu import FakeCudart, FakeGraphs, fake_engines, install, trt_engines
-from test_live_trt import SCRIPT, _act, _frames
+from test_live_trt import _act, _frames
+
+# test_live_trt's scenario, shorter: object count 1 -> 2 -> 3 -> 2 -> 1, corrections by clicks and by a mask
+SCRIPT = {0: ("add", 1, [40, 35]), 20: ("add", 2, [100, 70]), 40: ("correct", 1, [45, 40]),
+          60: ("add", 3, [20, 80]), 80: ("remove", 2, None), 100: ("mask", 3, None),
+          115: ("correct", 3, [25, 75]), 120: ("remove", 1, None)}
+FRAMES = 140
 
 
 @pytest.fixture()
@@ -47,18 +53,18 @@ def _trackers(engine, cudart: FakeCudart, memory: str):
 
 
 def test_samurai_on_the_device_path_equals_the_host_path(engine, fake_gpu: FakeCudart) -> None:
-    """250 frames, objects added, corrected (clicks, mask) and removed: with memory="samurai" the device tracker
+    """140 frames, objects added, corrected (clicks, mask) and removed: with memory="samurai" the device tracker
     equals the host tracker on every frame (logits, remembered frames per object); the step is still captured
     once per object count and replayed; the policy changes the results and remembers frames beyond the
     previous six (it is not the default in disguise)."""
     host, device = _trackers(engine, fake_gpu, "samurai")
     plain, _ = _trackers(engine, fake_gpu, "sam2")
-    frames = _frames(250)
+    frames = _frames(FRAMES)
     for tracker in (host, device, plain):
         tracker.load_first_frame(frames[0])
         _act(tracker, 0, SCRIPT[0])
     differs, gaps = 0, 0
-    for t in range(1, 250):
+    for t in range(1, FRAMES):
         ids_a, a = host.track(frames[t])
         ids_b, b = device.track(frames[t])
         _, c = plain.track(frames[t])
@@ -74,8 +80,8 @@ def test_samurai_on_the_device_path_equals_the_host_path(engine, fake_gpu: FakeC
             for tracker in (host, device, plain):
                 _act(tracker, t, SCRIPT[t])
     graphs = device.executor.graphs
-    assert 1 <= graphs.captures <= 5 and graphs.replays > 150, (graphs.captures, graphs.replays)
-    assert differs > 100 and gaps > 50, (differs, gaps)
+    assert 1 <= graphs.captures <= 5 and graphs.replays > 90, (graphs.captures, graphs.replays)
+    assert differs > 60 and gaps > 30, (differs, gaps)
 
 
 def test_samurai_memory_moves_are_single_columns(engine, fake_gpu: FakeCudart) -> None:
