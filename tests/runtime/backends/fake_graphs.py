@@ -58,7 +58,9 @@ class FakeGraphs:
         c = np.arange(4, dtype=np.float32)
         # candidates that differ (a memory policy's choice matters): shifted masks, spread IoUs, own pointers
         cands = np.concatenate([np.roll(low, 2 * k, axis=-1) for k in range(4)], 1)  # (B, 4, h4, h4)
-        ious = 0.4 + 0.5 * np.sin(0.7 * c + 40 * embed.mean((1, 2, 3))[:, None] + 8 * low.mean((2, 3)))
+        side = low[:, 0, :, : h4 // 2].mean((1, 2)) - low[:, 0, :, h4 // 2:].mean((1, 2))  # (B,) per object
+        ious = 0.4 + 0.5 * np.sin(0.7 * c + 40 * embed.mean((1, 2, 3))[:, None] + 8 * low.mean((2, 3))
+                                  + 20 * side[:, None])
         ptr = np.tanh(embed.mean((2, 3)))  # (B, 256)
         return {"low_res_masks": low, "iou": np.tanh(low.mean((2, 3))), "obj_ptr": ptr,
                 "object_score_logits": (1 + low.mean((2, 3))).astype(np.float32),
