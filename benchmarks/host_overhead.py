@@ -146,7 +146,7 @@ def measure(model: Path, objects: int, frames: int, size: tuple[int, int], outpu
         if image_size is not None:  # the graphs never run here: buffers and logits at another model's sizes
             engine.size, engine.h = image_size, image_size // 16
         tracker = StreamTracker(engine=engine, executor=ex, **({} if memory == "sam2" else {"memory": memory}))
-        which = f"StreamTracker, output={output}, memory={memory}"
+        which = f"StreamTracker, memory={memory}, output={output}"
         track = (lambda f: tracker.track(f, output="result")) if output == "result" else tracker.track
     tracker.load_first_frame(clip[0])
     for k in range(objects):
