@@ -9,6 +9,8 @@ a video file with OpenCV (the official predictor cannot read one without decord:
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -111,8 +113,9 @@ class JpegFolderFrames(FrameSource):
 _WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def _open_image(path: Path) -> Image.Image:
-    """Open a frame (header only), refusing what the official loader would silently get wrong."""
+def _open_image(path: Path, wide_ok: bool = False) -> Image.Image:
+    """Open a frame (header only), refusing what the official loader would silently get wrong
+    (``wide_ok``: 16-bit images are let through, for ``read_image`` to scale)."""
     try:
         image = Image.open(path)
     except Image.DecompressionBombError as error:
@@ -120,26 +123,58 @@ def _open_image(path: Path) -> Image.Image:
                           "`ffmpeg -i in.mp4 -vf scale=1920:-2 -q:v 2 -start_number 0 out_dir/%05d.jpg`.") from None
     except OSError as error:
         raise _decode_error(path, error) from error
-    if image.mode in _WIDE_MODES:
+    if image.mode in _WIDE_MODES and not wide_ok:
         image.close()
         raise Sam2rtError(f"{path} holds {image.mode} (16/32-bit) pixels; frames must be 8-bit RGB or grey "
                           "(a 16-bit image would turn all white). Convert them to 8-bit JPEG first.")
     return image
 
 
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One image file -> (H, W, 3) uint8 RGB: the frame checks (decompression bomb, undecodable file), with
+    16-bit grey scaled to 8 bits instead of refused (``image_transforms.rgb_from_pil``)."""
+    from sam2rt.runtime.image_transforms import rgb_from_pil
+
+    path = Path(path)
+    if path.is_dir() or not path.exists():
+        raise Sam2rtError(f"{path} is {'a folder' if path.is_dir() else 'missing'}; pass an image file (JPEG, PNG)")
+    with _open_image(path, wide_ok=True) as image:
+        try:
+            return rgb_from_pil(image)
+        except OSError as error:
+            raise _decode_error(path, error) from error
+        except Sam2rtError as error:
+            raise Sam2rtError(f"{path}: {error}") from None
+
+
 def _decode_error(path: Path, error: Exception) -> Sam2rtError:
     return Sam2rtError(f"Cannot decode {path} ({error}); replace the file or extract the frames again.")
 
 
+_OTHER_IMAGES = (".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # image files the official loader skips
+IMAGE_FILE_SUFFIXES = (*{s.lower() for s in JPEG_EXTENSIONS}, *_OTHER_IMAGES)  # a single image as a 1-frame video
+_INDEX = re.compile(r"[0-9]+")  # ASCII digits: str.isdigit() also accepts "²", which int() rejects
+
+
 def _sorted_jpegs(folder: Path) -> list[Path]:
-    paths = [p for p in folder.iterdir() if p.suffix in JPEG_EXTENSIONS]
+    listed = list(folder.iterdir())
+    paths = [p for p in listed if p.suffix in JPEG_EXTENSIONS]
+    others = sorted(p.name for p in listed if p.suffix.lower() in _OTHER_IMAGES or p.suffix.lower() in (".jpg", ".jpeg")
+                    and p.suffix not in JPEG_EXTENSIONS)
+    if others:  # the official loader would skip them silently and number the remaining frames differently
+        raise Sam2rtError(
+            f"{folder} mixes JPEG frames with {len(others)} other image file(s) ({others[:3]}); the official "
+            "loader reads only *.jpg/*.jpeg and would skip them. Convert every frame to <index>.jpg, or move "
+            "the other files out of the folder." if paths else
+            f"No JPEG frames (*.jpg, *.jpeg) in {folder}, only {others[:3]}; convert them to <index>.jpg "
+            f"(the official loader reads JPEG only), or {_EXTRACT_HINT}.")
     if not paths:
         raise Sam2rtError(f"No JPEG frames (*.jpg, *.jpeg) in {folder}; {_EXTRACT_HINT}.")
-    bad = [p.name for p in paths if not p.stem.isdigit()]
+    bad = [p.name for p in paths if not _INDEX.fullmatch(p.stem)]
     if bad:
         raise Sam2rtError(
-            f"JPEG frames must be named <frame index>.jpg (e.g. 00000.jpg); {folder} has {bad[:3]}. "
-            "Rename them or extract the video again."
+            f"JPEG frames must be named <frame index>.jpg with the digits 0-9 (e.g. 00000.jpg); {folder} has "
+            f"{bad[:3]}. Rename them or extract the video again."
         )
     by_index: dict[int, Path] = {}
     for p in sorted(paths):
@@ -180,18 +215,28 @@ class VideoFileFrames(FrameSource):
         return self._len
 
     def _count_frames(self) -> int:
-        """The container's frame count, verified by reading its last frame; counted by decoding if wrong."""
+        """The container's frame count, verified by reading its last frame; counted by decoding if wrong
+        (with a warning naming the first frame that fails). Counted on a second decoder, so the main one
+        stays at frame 1 (seeking back to 0 fails on some one-frame files)."""
         claimed = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if claimed >= 1:
-            self._seek(claimed - 1)
-            if self._capture.grab() and not self._capture.grab():
-                self._seek(0)
-                return claimed
-        self._seek(0)
-        count = 0
-        while self._capture.grab():
-            count += 1
-        self._seek(0)
+        probe = cv2.VideoCapture(str(self.path))
+        try:
+            if claimed >= 1:
+                probe.set(cv2.CAP_PROP_POS_FRAMES, claimed - 1)
+                if probe.grab() and not probe.grab():
+                    return claimed
+                probe.release()
+                probe = cv2.VideoCapture(str(self.path))
+            count = 0
+            while probe.grab():
+                count += 1
+        finally:
+            probe.release()
+        count = max(count, 1)  # the first frame was decoded in __init__
+        if claimed > count:
+            warnings.warn(f"{self.path}: the container says {claimed} frames but only {count} decode (frame "
+                          f"{count} fails); tracking frames 0..{count - 1}. Re-encode the video to use all of it, "
+                          "e.g. `ffmpeg -i in.mp4 -c:v libx264 out.mp4`.", stacklevel=4)
         return count
 
     def _seek(self, index: int) -> None:
@@ -264,6 +309,8 @@ def open_frames(source: FrameInput, cache_size: int = 4) -> FrameSource:
         path = Path(source)
         if path.is_dir():
             return JpegFolderFrames(path, cache_size)
+        if path.is_file() and path.suffix.lower() in IMAGE_FILE_SUFFIXES:  # one image: a 1-frame video
+            return ArrayFrames([read_image(path)], name=path.name)
         if path.is_file():
             return VideoFileFrames(path, cache_size)
         raise Sam2rtError(f"{path} does not exist; pass a JPEG frame folder or a video file.")

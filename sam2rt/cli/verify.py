@@ -9,6 +9,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from sam2rt.cli.random_weights import say_random_weights
 from sam2rt.errors import Sam2rtError
 
 # Default minimum mean IoU per precision: exact parity for FP32, the accuracy bars for FP16 / INT8.
@@ -28,6 +29,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from sam2rt.runtime.predictor import VideoPredictor
 
     manifest = load_manifest(args.model)
+    say_random_weights(manifest)
     threshold = THRESHOLDS.get(manifest.precision, 0.999) if args.threshold is None else args.threshold
     prompts = load_prompts(args.prompts)
     if not args.video.exists():
