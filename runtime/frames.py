@@ -137,7 +137,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     if path.is_dir() or not path.exists():
-        raise Sam2rtError(f"{path} is {'a folder' if path.is_dir() else 'missing'}; pass an image file (JPEG, PNG)")
+        raise Sam2rtError(f"cannot read {path}: {'it is a folder' if path.is_dir() else 'it does not exist'}; "
+                          "pass an image file (JPEG, PNG)")
     with _open_image(path, wide_ok=True) as image:
         try:
             return rgb_from_pil(image)

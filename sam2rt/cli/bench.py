@@ -40,9 +40,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.video is None:
         raise Sam2rtError("sam2rt bench needs --video (a video file or JPEG folder), except with --host-overhead")
     _check_outputs(args)
-    from sam2rt.cli.random_weights import say_random_weights
-
-    say_random_weights(args.model)
     from sam2rt.benchmarks.bench import BenchConfig, run_bench
     from sam2rt.benchmarks.report import format_table, plot, write_json
 
@@ -53,6 +50,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       official_repeats=args.official_repeats, soak=args.soak)
     result = run_bench(cfg)
     print(format_table(result))
+    from sam2rt.cli.random_weights import say_random_weights
+
+    say_random_weights(args.model)  # after the work, so that an error stays the only line
     if args.json is not None:
         print(f"wrote {write_json(result, args.json)}")
     if args.plot is not None:

@@ -55,7 +55,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     except Sam2rtError as e:
         raise Sam2rtError(f"--image: {e}") from None
     predictor = ImagePredictor(args.model, backend=args.backend, threads=args.threads)
-    say_random_weights(predictor.manifest)
     predictor.set_image(rgb)
     one_click = prompt.box is None and len(prompt.points or ()) == 1
     masks, scores, _ = predictor.predict(point_coords=prompt.points, point_labels=prompt.labels, box=prompt.box,
@@ -75,6 +74,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise
     for path, mask, score in zip(paths, masks, scores):
         print(f"wrote {path} (predicted IoU {score:.3f}, {100 * float((mask > 0).mean()):.1f}% of the image)")
+    say_random_weights(predictor.manifest)  # after the work, so that an error stays the only line
     return 0
 
 

@@ -219,8 +219,6 @@ def _track_claimed(cfg: TrackConfig, t0: float) -> TrackResult:
     from sam2rt.runtime.predictor import VideoPredictor
 
     predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
-    if cfg.caption is None:  # the demo says it on every frame instead
-        say_random_weights(predictor.engine.manifest)
     state = predictor.init_state(str(cfg.video))
     try:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)
@@ -281,6 +279,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     cfg = TrackConfig(model=args.model, video=args.video, prompts=tuple(prompts), out=args.out,
                       masks_dir=args.masks_dir, backend=args.backend, threads=args.threads)
     print_summary(track_video(cfg))
+    say_random_weights(args.model)  # after the work, so that an error stays the only line
     return 0
 
 

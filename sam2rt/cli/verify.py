@@ -29,7 +29,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from sam2rt.runtime.predictor import VideoPredictor
 
     manifest = load_manifest(args.model)
-    say_random_weights(manifest)
     threshold = THRESHOLDS.get(manifest.precision, 0.999) if args.threshold is None else args.threshold
     prompts = load_prompts(args.prompts)
     if not args.video.exists():
@@ -46,6 +45,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for step, frame, obj, iou in report.rows:
         print(f"{step:<14} {frame:>5} {obj:>6} {iou:>9.6f}")
     print(report.summary() + f" (hole filling {'on' if reference.fill_hole_area else 'off: not available to the official predictor here'})")
+    say_random_weights(manifest)  # after the work, so that an error stays the only line
     if report.mean_iou < threshold:
         print(f"FAILED ({manifest.precision}): mean IoU {report.mean_iou:.6f} < {threshold}")
         return 1
