@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
@@ -41,25 +41,28 @@ def mostly(valid: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> st.S
 
 @st.composite
 def predict_args(draw: st.DrawFn) -> dict[str, Any]:
-    """predict() keyword arguments: nearly valid or anything, batched or not."""
+    """predict() keyword arguments, batched or not: valid ones, then (half the time) one of them replaced by
+    anything or pushed out of range, so both the model calls and each check are reached."""
     batch = draw(st.sampled_from([None, 1, 2]))
-    n = draw(mostly(st.integers(1, 3), st.sampled_from([0, 17])))
-    coord = mostly(st.floats(0, 47), st.one_of(st.floats(-5, 70), st.sampled_from([64.0, 1e308, float("nan")])))
-    lead = () if batch is None else (batch,)
-    args: dict[str, Any] = {}
-    if draw(st.booleans()):
-        pts = [[[draw(coord), draw(coord)] for _ in range(n)] for _ in range(batch or 1)]
-        args["point_coords"] = draw(mostly(st.just(np.asarray(pts).reshape(*lead, n, 2) if n else pts), anything))
-        labels = draw(st.lists(st.sampled_from([1, 1, 0, -1]), min_size=n * (batch or 1), max_size=n * (batch or 1)))
-        args["point_labels"] = draw(mostly(st.just(np.asarray(labels).reshape(*lead, n)), anything))
-    if draw(st.booleans()) or not args:
-        x0, y0 = draw(coord), draw(coord)
-        box = [x0, y0, draw(mostly(st.floats(x0 + 1, 64), coord)), draw(mostly(st.floats(y0 + 1, 48), coord))]
-        args["box"] = draw(mostly(st.just(np.asarray([box] * (batch or 1)).reshape(*lead, 4)), anything))
-    if draw(st.integers(0, 5)) == 0:
-        args["mask_input"] = draw(mostly(st.just(np.zeros((1, 64, 64), np.float32)), anything))
-    args["multimask_output"] = draw(st.booleans())
-    args["normalize_coords"] = draw(st.sampled_from([True, True, False]))
+    lead, rows = (() if batch is None else (batch,)), batch or 1
+    n = draw(st.integers(1, 3))
+    args: dict[str, Any] = {"multimask_output": draw(st.booleans())}
+    kinds = draw(st.sampled_from(["points", "box", "both"]))
+    if kinds in ("points", "both"):
+        pts = draw(hnp.arrays(np.float64, (rows, n, 2), elements=st.floats(0, 47)))
+        args["point_coords"] = pts.reshape(*lead, n, 2)
+        args["point_labels"] = draw(hnp.arrays(np.int64, (rows, n), elements=st.sampled_from([1, 0]))).reshape(*lead, n)
+    if kinds in ("box", "both"):
+        x0, y0 = draw(st.floats(0, 30)), draw(st.floats(0, 20))
+        args["box"] = np.asarray([[x0, y0, x0 + draw(st.floats(1, 30)), y0 + draw(st.floats(1, 25))]] * rows
+                                 ).reshape(*lead, 4)
+    if draw(st.integers(0, 4)) == 0:
+        args["mask_input"] = np.zeros((1, 64, 64), np.float32)
+    if draw(st.booleans()):  # break one argument
+        key = draw(st.sampled_from(["point_coords", "point_labels", "box", "mask_input", "normalize_coords"]))
+        bad = st.one_of(anything, st.sampled_from([[[70.0, 1.0]], [[1.0, float("nan")]], [[40, 10, 20, 30]],
+                                                   np.tile([[5.0, 5.0]], (17, 1)), np.ones(17), [1, 2]]))
+        args[key] = draw(bad)
     return args
 
 
@@ -83,8 +86,9 @@ def test_fuzz_image_predictor_predict(predictor: ImagePredictor, args: dict[str,
     try:
         masks, ious, low = predictor.predict(**args)
         assert masks.shape[-2:] == (H, W) and np.isfinite(ious).all() and low.shape[-1] == 64
+        event("predicted")
     except Sam2rtError:
-        pass
+        event("refused")
     assert _state(predictor) == before
 
 
@@ -132,8 +136,9 @@ flag_text = st.one_of(st.text(alphabet="0123456789,.-e ", max_size=12), st.text(
 
 
 @settings(SETTINGS, max_examples=12)
-@given(content=st.sampled_from(_CONTENTS), points=st.lists(flag_text, max_size=2), box=st.none() | flag_text,
-       all_masks=st.booleans())
+@given(content=mostly(st.just(_GOOD), st.sampled_from(_CONTENTS)),
+       points=st.lists(mostly(st.sampled_from(["30,20", "30,20,0", "10,40"]), flag_text), max_size=2),
+       box=st.none() | mostly(st.sampled_from(["5,5,40,30", "0,0,64,48"]), flag_text), all_masks=st.booleans())
 def test_fuzz_segment(exported_tiny_256: Path, tmp_path_factory: pytest.TempPathFactory, content: bytes,
                       points: list[str], box: str | None, all_masks: bool) -> None:
     folder = tmp_path_factory.mktemp("segment")
@@ -148,6 +153,7 @@ def test_fuzz_segment(exported_tiny_256: Path, tmp_path_factory: pytest.TempPath
     except SystemExit as e:  # argparse: only for option syntax
         code = e.code
     assert code in (0, 2)
+    event(f"exit {code}")
     assert image.read_bytes() == content
     if code == 2:
         assert out.read_bytes() == b"earlier" and not list(folder.glob(".sam2rt-*"))
