@@ -30,10 +30,13 @@ def check_export_args(args: argparse.Namespace) -> None:
         if value < 1:
             raise Sam2rtError(f"{flag} {value}: must be at least 1")
     if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise Sam2rtError(f"--checkpoint {args.checkpoint} is not a file; run `sam2rt download {args.model}` or "
-                          "pass an existing .pt file")
+        raise Sam2rtError(f"checkpoint {args.checkpoint} not found (or not a file); run `sam2rt download "
+                          f"{args.model}` or pass an existing .pt file")
     check_model_out(args.out, args.force)
-    check_writable_dir(args.out, "--out")
+    try:
+        check_writable_dir(args.out, "--out")
+    except Sam2rtError as e:
+        raise Sam2rtError(f"{e}; choose a writable --out") from None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from sam2rt.outputs import make_parents, remove_empty
     from sam2rt.prompts_file import prompts_from_flags
-    from sam2rt.runtime.frames import read_image
+    from sam2rt.runtime.image_files import read_image
     from sam2rt.runtime.image_predictor import ImagePredictor
     from sam2rt.staging import claimed, clean_stale, write_all_or_nothing
 
