@@ -198,8 +198,12 @@ def _commit(video_tmp: Path, out: Path, staged_masks: Path | None, masks_dir: Pa
 # --------------------------------------------------------------------------- the run
 
 
-def track_video(cfg: TrackConfig) -> TrackResult:
-    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings."""
+def track_video(cfg: TrackConfig, predictor: Any | None = None) -> TrackResult:
+    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings.
+
+    predictor: a loaded ``VideoPredictor`` of ``cfg.model`` to reuse (one model for many videos, as the
+    workers of ``sam2rt track-batch`` do); None loads one.
+    """
     from sam2rt.staging import claimed
 
     t0 = time.perf_counter()
@@ -208,17 +212,18 @@ def track_video(cfg: TrackConfig) -> TrackResult:
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
     cfg = replace(cfg, masks_dir=masks_dir)
     with claimed([(cfg.out, "--out")] + ([(masks_dir, "--masks-dir")] if masks_dir is not None else [])):
-        return _track_claimed(cfg, t0)
+        return _track_claimed(cfg, t0, predictor)
 
 
-def _track_claimed(cfg: TrackConfig, t0: float) -> TrackResult:
+def _track_claimed(cfg: TrackConfig, t0: float, predictor: Any | None) -> TrackResult:
     """``track_video`` once its outputs are checked and claimed against other sam2rt processes."""
     from tqdm import tqdm
 
     from sam2rt.prompts_file import apply_prompt
     from sam2rt.runtime.predictor import VideoPredictor
 
-    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
+    if predictor is None:
+        predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
     state = predictor.init_state(str(cfg.video))
     try:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)
