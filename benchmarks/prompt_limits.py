@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -61,8 +62,9 @@ def run_case(model: str, case: str, unchunked: bool) -> dict:
             outcome = "accepted"
         except Sam2rtError as e:
             outcome = f"refused after {len(state['obj_ids'])} objects: {str(e)[:70]}..."
-    return {"case": case + (" (one batch)" if unchunked else ""), "loaded_mb": round(loaded, 1),
-            "peak_mb": round(_rss_mb(), 1), "seconds": round(time.perf_counter() - t0, 2), "outcome": outcome}
+    return {"case": case + (" (one batch)" if unchunked else ""), "image_size": predictor.image_size,
+            "loaded_mb": round(loaded, 1), "peak_mb": round(_rss_mb(), 1),
+            "seconds": round(time.perf_counter() - t0, 2), "outcome": outcome, "loadavg": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--case", choices=("points", "boxes", "objects"), default=None, help="(internal) one case here")
     p.add_argument("--unchunked", action="store_true", help="boxes: one decoder batch, as before the limits")
+    p.add_argument("--skip-unchunked", action="store_true",
+                   help="leave out the one-batch boxes run (about 13 GB at 1024 px)")
     args = p.parse_args(argv)
     if args.case is not None:
         print(json.dumps(run_case(args.model, args.case, args.unchunked)))
         return 0
-    for case, extra in (("points", []), ("boxes", []), ("boxes", ["--unchunked"]), ("objects", [])):
+    runs = [("points", []), ("boxes", []), ("boxes", ["--unchunked"]), ("objects", [])]
+    for case, extra in [r for r in runs if not (args.skip_unchunked and r[1])]:
         done = subprocess.run([sys.executable, "-m", "sam2rt.benchmarks.prompt_limits", "--model", args.model,
                                "--case", case, *extra], capture_output=True, text=True, check=True)
         print(done.stdout.strip().splitlines()[-1])

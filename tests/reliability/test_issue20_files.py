@@ -194,11 +194,21 @@ def test_item03_stale_hidden_folders_of_dead_processes_are_cleaned(exported_tiny
 def test_item12_second_writer_of_a_masks_dir_is_refused_at_once(frames: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     masks = tmp_path / "masks"
-    with claimed([(masks, "--masks-dir")]):  # the first process, still running
+    holder = ("import sys; from pathlib import Path; from sam2rt.staging import claimed\n"
+              "with claimed([(Path(sys.argv[1]), '--masks-dir')]):\n"
+              "    print('claimed', flush=True); sys.stdin.read()")
+    first = subprocess.Popen([sys.executable, "-c", holder, str(masks)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # the first process, still running
+    try:
+        assert first.stdout.readline().strip() == "claimed"
         code, err = _run(["track", "--model", str(tmp_path / "no_model"), "--video", str(frames), "--point", "1,1",
                           "--out", str(tmp_path / "o.mp4"), "--masks-dir", str(masks)], capsys)
+    finally:
+        first.communicate(timeout=30)
     assert code == 2 and "another sam2rt process" in _one_error_line(err)
     assert not masks.exists()
+    with claimed([(masks, "--masks-dir")]):  # released when that process ended
+        pass
 
 
 def test_item12_masks_dir_filled_during_the_run_is_an_error(exported_tiny_256: Path, frames: Path, tmp_path: Path,
