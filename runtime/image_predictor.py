@@ -161,6 +161,7 @@ class ImagePredictor:
         coords, labels, mask = self._prompts(img_idx, point_coords, point_labels, box, mask_input, normalize_coords)
         B, C = coords.shape[0], 3 if multimask_output else 1
         H, W = self._orig_hw[img_idx]
+        _check_fits(B * C * H * W * 4, f"{B} prompt(s) x {C} mask(s) of {W}x{H} float32 (the official output)")
         masks = np.empty((B, C, H, W), np.float32)
         iou = np.empty((B, C), np.float32)
         h4 = 4 * (self.image_size // 16)
@@ -255,6 +256,26 @@ class ImagePredictor:
             raise Sam2rtError(f"mask_input must be (1, {h4}, {h4}) low-res logits (a previous low_res_masks[i][None]) "
                               f"or ({batch}, 1, {h4}, {h4}), got shape {np.shape(mask_input)}")
         return m.astype(np.float32)
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits(nbytes: int, what: str) -> None:
+    """Refuse an output that cannot fit in memory (the decoder works in chunks; the returned masks cannot)."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise Sam2rtError(f"the result would need {nbytes / 2**30:.1f} GiB ({what}) but {free / 2**30:.1f} GiB is "
+                          "available; pass fewer boxes or prompts per call, or multimask_output=False")
 
 
 def _numbers(value: Any, what: str) -> np.ndarray:

@@ -100,6 +100,25 @@ def test_item04_many_boxes_are_decoded_in_chunks(image_predictor: ImagePredictor
         np.testing.assert_allclose(low[i], alone[2], rtol=0, atol=1e-5)
 
 
+def test_item04_an_output_larger_than_memory_is_refused(image_predictor: ImagePredictor,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The returned masks (B, C, H, W) float32 cannot be chunked: past the available memory the call is one error
+    before any decoding, not an out-of-memory kill."""
+    from sam2rt.runtime import image_predictor as module
+
+    image_predictor.set_image(_rgb())  # 64x48
+    boxes = np.tile([[2.0, 2.0, 30.0, 30.0]], (100, 1))
+    need = 100 * 3 * 48 * 64 * 4
+    monkeypatch.setattr(module, "available_memory", lambda: need - 1)
+    decoder = image_predictor.runners["mask_decoder"]
+    monkeypatch.setattr(decoder, "run", lambda feeds: pytest.fail("decoded an output that cannot fit"))
+    with pytest.raises(Sam2rtError, match=r"would need .* GiB \(100 prompt\(s\) x 3 mask\(s\) of 64x48"):
+        image_predictor.predict(box=boxes)
+    monkeypatch.undo()
+    monkeypatch.setattr(module, "available_memory", lambda: need - 1)
+    assert image_predictor.predict(box=boxes, multimask_output=False)[0].shape == (100, 1, 48, 64)  # a third fits
+
+
 # --------------------------------------------------------------------------- 5: 16-bit images
 
 
