@@ -297,4 +297,9 @@ def _labels(value: Any) -> np.ndarray:
 
 def _describe(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 60 else f"{type(value).__name__} of shape {np.shape(value)}"
+    if len(text) <= 60:
+        return text
+    try:
+        return f"{type(value).__name__} of shape {np.shape(value)}"
+    except ValueError:  # ragged nesting has no shape
+        return f"{type(value).__name__} of {len(value)} ragged entries" if hasattr(value, "__len__") else text[:60]

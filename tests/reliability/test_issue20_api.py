@@ -202,6 +202,9 @@ def test_item10_type_misuse_is_a_sam2rt_error(video_predictor: VideoPredictor, i
     image_predictor.set_image(_rgb())
     with pytest.raises(Sam2rtError, match="point_labels"):
         image_predictor.predict(point_coords=[[1, 2], [3, 4]], point_labels=[[1], [1, 0]])
+    long_ragged = [-1.9796134161277096e+16, [1.8444426246277096e+16], [-1.192092896e-07, 63.5, -0.0], 63.5]
+    with pytest.raises(Sam2rtError, match="ragged"):  # found by the fuzzing: its message had no shape to show
+        image_predictor.predict(point_coords=[[1, 2]] * 4, point_labels=long_ragged)
     with pytest.raises(Sam2rtError, match="mask_threshold"):
         ImagePredictor(exported_tiny_256, mask_threshold="abc")
 
