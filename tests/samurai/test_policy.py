@@ -202,3 +202,39 @@ def test_bad_memory_and_reverse_are_refused(exported_tiny_256: Path) -> None:
     with pytest.raises(Sam2rtError, match="forward only"):
         next(vp.propagate_in_video(state, reverse=True))
     assert state["temp_output_dict_per_obj"][0].cond  # refused before anything moved
+
+
+def test_failed_prompt_restores_the_filter(exported_tiny_256: Path, tmp_path: Path, monkeypatch) -> None:
+    """A prompt that fails after SAMURAI's choice advanced an object's filter leaves the filter as it was (the
+    predictor's rollback covers the policy state); a new object that fails is not left with a filter."""
+    import pickle
+
+    from PIL import Image
+
+    from sam2rt.runtime.predictor import VideoPredictor
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        arr = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+        arr[10 + i:30 + i, 20:40] = 230
+        Image.fromarray(arr).save(tmp_path / f"{i:05d}.jpg", quality=95)
+    vp = VideoPredictor(exported_tiny_256, progress=False, memory="samurai",
+                        samurai=SamuraiConfig.for_model("sam2.1_hiera_tiny", stable_frames=1))
+    state = vp.init_state(str(tmp_path))
+    vp.add_new_points_or_box(state, 0, 1, points=[[30, 20]], labels=[1])
+    for _ in vp.propagate_in_video(state, max_frame_num_to_track=2):
+        pass
+    before = pickle.dumps(state["memory_track_per_obj"])
+    real = vp.policy.choose_all
+
+    def choose_then_fail(*args, **kwargs):
+        real(*args, **kwargs)  # the filters move
+        raise RuntimeError("the backend failed after the choice")
+
+    monkeypatch.setattr(vp.policy, "choose_all", choose_then_fail)
+    for call in (lambda: vp.add_new_points_or_box(state, 2, 1, points=[[35, 25]], labels=[1]),  # multimask
+                 lambda: vp.add_new_points_or_box(state, 1, 7, points=[[30, 20]], labels=[1])):
+        with pytest.raises(RuntimeError, match="after the choice"):
+            call()
+        assert pickle.dumps(state["memory_track_per_obj"]) == before
+    assert state["obj_ids"] == [1]
