@@ -43,7 +43,8 @@ METHODS = ("minmax", "entropy", "percentile")
 # images, verified against the official predictor on bedroom_frames): the encoder, memory attention and
 # memory encoder in INT8 with percentile ranges keep mean mask IoU 0.973; an INT8 mask decoder drops it
 # below 0.97 (0.958-0.961 with all four graphs), so the decoder -- a small share of a frame's compute --
-# stays FP32 unless asked for. See the precision table in README.
+# stays in float (the FP16 graph; FP32 with fp16_base off) unless asked for. Re-measured with the attention
+# products in float and FP16 graphs on clips the calibration did not see: docs/precision.md.
 DEFAULT_GRAPHS = ("image_encoder", "memory_attention", "memory_encoder")
 DEFAULT_METHOD = "percentile"
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")

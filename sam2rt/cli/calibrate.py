@@ -75,7 +75,8 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
     p.add_argument("--graphs", default=None, metavar="G1,G2|all|none",
                    help="graphs to quantize (default image_encoder,memory_attention,memory_encoder: the "
-                        f"mask decoder stays FP32, measured); any of {', '.join(_GRAPHS)}")
+                        "mask decoder stays in float, FP16 (FP32 with --fp32-base), measured); any of "
+                        f"{', '.join(_GRAPHS)}")
     p.add_argument("--op-types", default=None, metavar="OP1,OP2",
                    help="op types to quantize (default Conv,ConvTranspose,MatMul,Gemm)")
     p.add_argument("--all-matmuls", action="store_true",

@@ -33,7 +33,8 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     for v in found:
         print(v)
     print(f"{len(found)} violation(s) in {', '.join(str(p) for p in args.paths)} (TensorRT 10.3 support matrix, "
-          "no If/Loop/OneHot/NonZero, no DOUBLE, no INT64 I/O, no value-dependent shapes)")
+          "no If/Loop/OneHot/NonZero, no DOUBLE, no INT64 I/O, no value-dependent shapes, attention in the "
+          "fusable form)")
     return 1 if found else 0
 
 

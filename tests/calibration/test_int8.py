@@ -171,6 +171,12 @@ def test_attention_products_quantized_when_asked(exported_tiny_256: Path, int8_2
     attention = activation_matmuls(onnx.load(str(manifest.graph_path("memory_attention"))))
     assert details["activation_matmuls_in_float"] == 0
     assert sorted(_matmuls_with_dq(model, attention)) == sorted(attention)
+    # the attention-form lint, 0 on the default INT8 graphs, sees the Q/DQ between Softmax and softmax·V
+    from sam2rt.engines.lint import lint_model
+
+    findings = [v for v in lint_model(model, "memory_attention") if v.rule == "attention-form"]
+    softmaxes = sum(n.op_type == "Softmax" for n in model.graph.node)
+    assert softmaxes > 0 and len(findings) == softmaxes, [v.message for v in findings]
 
 
 def test_qdq_sits_on_fp16_graphs(int8_256: Path) -> None:
