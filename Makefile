@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
 DEMO_OUT ?= demo_out
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean edgetam-env
 
 # Idempotent: pip skips what is already satisfied. The ros extra (rclpy wheels) lets `make test` run the
 # ROS 2 node against a real middleware.
@@ -19,11 +19,28 @@ install:
 	$(PIP) install -e ".[dev,ros]" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" \
 		"antlr4-python3-runtime==4.9.3" "iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5"
 
-test: install
+# EdgeTAM's reference (edgetam-dimos: the EdgeTAM repository's `sam2` package) has the same import name as
+# sam2==1.1.0, so it gets its own venv; EdgeTAM is exported there (sam2rt installed editable, no deps). Every
+# package goes in with --no-deps so pip never resolves a CUDA torch: torchvision (timm imports it for RepViT) is
+# PyPI's CUDA-built wheel, whose Python half is all timm uses (export/edgetam_model.py says how it imports).
+EDGETAM_VENV := .venv-edgetam
+EDGETAM_PIP := $(EDGETAM_VENV)/bin/pip --disable-pip-version-check -q
+edgetam-env:
+	test -x $(EDGETAM_VENV)/bin/python || $(PYTHON) -m venv $(EDGETAM_VENV)
+	$(EDGETAM_PIP) install torch==2.13.0
+	$(EDGETAM_PIP) install --no-deps edgetam-dimos==1.0.1 timm==1.0.31 torchvision==0.28.0
+	$(EDGETAM_PIP) install "numpy>=1.24" "onnxruntime>=1.18" "opencv-python-headless>=4.8" "tqdm>=4.60" \
+		"pillow>=10" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" "antlr4-python3-runtime==4.9.3" \
+		"iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5" pyyaml safetensors huggingface_hub "pytest>=8"
+	$(EDGETAM_PIP) install --no-deps -e .
+
+# The EdgeTAM tests need its reference, so they run a second time in its venv (in .venv they skip).
+test: install edgetam-env
 	$(BIN)/python -m pytest -q
+	$(EDGETAM_VENV)/bin/python -m pytest -q tests/edgetam
 
 demo: install
 	$(BIN)/python -m sam2rt.demo --out $(DEMO_OUT)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(EDGETAM_VENV) $(DEMO_OUT) .pytest_cache

@@ -50,7 +50,7 @@ class Model:
         contexts' activation memory comes on top. E.g. 256 px, 1 object: see docs/tracker.md.
         """
         bank = self.engine.manifest.bank
-        dims = {**C.resolve_dims(self.engine.size), "M": bank.memory_slots, "P": bank.ptr_slots}
+        dims = {**self.engine.manifest.dims, "M": bank.memory_slots, "P": bank.ptr_slots}
         return (planned_bytes(FRAME_TENSORS, dims) + planned_bytes(OBJECT_TENSORS, {**dims, "B": objects, "N": 1})
                 + planned_bytes(OBJECT_TENSORS, {**dims, "B": 1, "N": points}))
 

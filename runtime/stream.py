@@ -67,7 +67,7 @@ class StreamTracker:
         self.rules = SelectionRules.from_tracking(engine.tracking)
         self.fill_hole_area = engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.bgr = bgr
-        self.dims = {**C.resolve_dims(engine.size), "M": engine.manifest.bank.memory_slots,
+        self.dims = {**engine.manifest.dims, "M": engine.manifest.bank.memory_slots,
                      "P": engine.manifest.bank.ptr_slots}
         bank = DeviceBank(engine.manifest.bank, self.rules)  # checks the bank fits the model once
         self._period = math.lcm(bank.mem_ring, bank.ptr_ring, 2)  # step keys repeat with this period
