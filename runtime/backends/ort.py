@@ -144,7 +144,8 @@ class OrtGpuRunner(OrtRunner):
         from sam2rt.runtime.backends.ort_gpu import gpu_providers
 
         requested = [providers] if isinstance(providers, str) else providers
-        return gpu_providers(self.spec, self.image_size, requested, self._cache_dir)
+        return gpu_providers(self.spec, self.image_size, requested, self._cache_dir,
+                             memory_tokens=self._spatial["T"])
 
     def _run(self, feeds: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         binding = self.session.io_binding()

@@ -175,13 +175,16 @@ def executor_for(runners: dict[str, GraphRunner]) -> "TrtExecutor":
     if not isinstance(first, TrtRunner):
         raise Sam2rtError("the TensorRT executor needs backend trt")
     if not hasattr(first, "bf16_rounder"):
-        first.bf16_rounder = build_bf16_rounder(first.image_size, first.build_config.max_objects, first.rebuild)
+        first.bf16_rounder = build_bf16_rounder(first.image_size, first.build_config.max_objects, first.rebuild,
+                                                first._spatial["T"])
     return TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side, first.bf16_rounder)
 
 
-def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str) -> TrtEngine | None:
-    """A strongly typed engine (B, hw, 64) float32 -> bf16 -> float32 (round to nearest even, as torch's
-    ``.to(torch.bfloat16)``), or None (warned) where TensorRT or the GPU (compute < 8.0) lacks bfloat16."""
+def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str,
+                       memory_tokens: int | None = None) -> TrtEngine | None:
+    """A strongly typed engine (B, T, 64) float32 -> bf16 -> float32 (round to nearest even, as torch's
+    ``.to(torch.bfloat16)``), or None (warned) where TensorRT or the GPU (compute < 8.0) lacks bfloat16.
+    T: memory tokens per slot (hw for SAM 2, the default; the manifest's for EdgeTAM)."""
     from sam2rt.engines.builder import network_flags
     from sam2rt.runtime.backends.cuda import device_properties
 
@@ -192,7 +195,7 @@ def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str) -> TrtEn
         warnings.warn("this GPU/TensorRT has no bfloat16: the bank keeps float32 memories (the official predictor "
                       "stores bf16; expect tiny differences)", stacklevel=3)
         return None
-    hw = (image_size // 16) ** 2
+    hw = C.resolve_dims(image_size, memory_tokens)["T"]
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
