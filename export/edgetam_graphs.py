@@ -2,7 +2,8 @@
 attention over the perceiver's compressed memories.
 
 EdgeTAM (facebookresearch/EdgeTAM) keeps SAM 2's image-encoder interface, prompt encoder and mask decoder, so
-``ImageEncoderGraph`` and ``MaskDecoderGraph`` export it unchanged. What differs is memory:
+``ImageEncoderGraph`` exports it unchanged and ``MaskDecoderGraph`` with one traceable point embedding (below).
+What differs is memory:
 
 * the official ``_encode_new_memory`` runs the memory encoder and then ``spatial_perceiver``, which turns the
   (B, 64, h, h) memory map into T = 256 global + 256 2-D latents (B, T, 64). It runs once per memory, so it
