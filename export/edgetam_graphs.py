@@ -21,8 +21,8 @@ import math
 import torch
 from torch import nn
 
-from sam2rt.export.memory_attention import (MASKED_LOGIT, MemoryAttentionGraph, _attend, _project, _rope_tables,
-                                            _rotate, rope_self_attention)
+from sam2rt.export.memory_attention import (ATTENTION_FORMS, MASKED_LOGIT, MemoryAttentionGraph, _attend, _project,
+                                            _rope_tables, _rotate, rope_self_attention)
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 
@@ -98,8 +98,8 @@ def perceive(p: nn.Module, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 def _rope_cross_attention_v2(attn: nn.Module, q: torch.Tensor, k_mem: torch.Tensor, k_ptrs: torch.Tensor,
                              v: torch.Tensor, q_cos_sin: tuple[torch.Tensor, torch.Tensor],
                              k_cos_sin: tuple[torch.Tensor, torch.Tensor], n_unrotated: int,
-                             bias: torch.Tensor) -> torch.Tensor:
-    """The official ``RoPEAttentionv2`` with masked keys.
+                             bias: torch.Tensor, form: str = "fused") -> torch.Tensor:
+    """The official ``RoPEAttentionv2`` with masked keys (``form``: as SAM 2's, ``export.memory_attention``).
 
     q (B, hw, 256); k_mem (B, M*T, 64): memories, each T tokens of which the first ``n_unrotated`` (global
     latents) keep their position and the rest (2-D latents) rotate on the latent grid; k_ptrs (B, Kp, 64)
@@ -113,17 +113,20 @@ def _rope_cross_attention_v2(attn: nn.Module, q: torch.Tensor, k_mem: torch.Tens
     rotated = _rotate(km[:, :, :, n_unrotated:], *k_cos_sin)
     km = torch.cat([km[:, :, :, :n_unrotated], rotated], dim=3).reshape(b, n, -1, d)
     k = torch.cat([km, _project(attn, attn.k_proj, k_ptrs)], dim=2)
-    return _attend(attn, qh, k, v, bias, v_proj=attn.v_proj)
+    if form == "cpu":
+        return _attend(attn, qh, k, v, bias, v_proj=attn.v_proj)
+    return _attend(attn, qh, k, _project(attn, attn.v_proj, v), bias)  # V with the head size of Q and K
 
 
 class EdgeTamMemoryAttentionGraph(nn.Module):
     """Condition the current frame's feature on each object's compressed memories (contract MEMORY_ATTENTION,
     memory ``(M, B, T, 64)``): the official ``_prepare_memory_conditioned_features`` + ``MemoryAttention``."""
 
-    def __init__(self, model: nn.Module, image_size: int) -> None:
+    def __init__(self, model: nn.Module, image_size: int, form: str = "fused") -> None:
         super().__init__()
         assert model.directly_add_no_mem_embed, "the EdgeTAM config adds no_mem_embed directly"
-        self.model = model
+        assert form in ATTENTION_FORMS, form
+        self.model, self.form = model, form
         side = image_size // 16
         neck_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, model.hidden_dim, side, side))
         layer = model.memory_attention.layers[0]
@@ -192,7 +195,7 @@ class EdgeTamMemoryAttentionGraph(nn.Module):
         kf, kp = (mem + mem_pos, ptr + ptr_pos) if layer.pos_enc_at_cross_attn_keys else (mem, ptr)
         v = torch.cat([mem, ptr], dim=1)
         tgt = tgt + _rope_cross_attention_v2(layer.cross_attn_image, q, kf, kp, v, (self.q_cos, self.q_sin),
-                                             (self.k_cos, self.k_sin), self.n_unrotated, bias)
+                                             (self.k_cos, self.k_sin), self.n_unrotated, bias, self.form)
         x = layer.norm3(tgt)
         return tgt + layer.linear2(layer.activation(layer.linear1(x)))
 

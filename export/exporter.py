@@ -24,7 +24,7 @@ from sam2rt.export.edgetam_model import reference_version
 from sam2rt.export.fold import FoldResult, fold_file
 from sam2rt.export.image_encoder import ImageEncoderGraph
 from sam2rt.export.mask_decoder import MaskDecoderGraph
-from sam2rt.export.memory_attention import MemoryAttentionGraph
+from sam2rt.export.memory_attention import ATTENTION_FORMS, MemoryAttentionGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 from sam2rt.export.verify import format_table, verify_graphs
 from sam2rt.manifest import TRACKING_KEYS, make_output_dir, write_manifest
@@ -35,7 +35,12 @@ OPSET = 18
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """One export. Exactly one of ``checkpoint`` / ``random_seed``; CLI flags map onto these fields."""
+    """One export. Exactly one of ``checkpoint`` / ``random_seed``; CLI flags map onto these fields.
+
+    attention: the form of memory attention's products (``export.memory_attention.ATTENTION_FORMS``):
+    "fused" (default; what TensorRT fuses: every graph that is built into engines) or "cpu" (ONNX Runtime
+    CPU only: the value projection after the weighted sum; ``sam2rt lint`` reports it as not fusable).
+    """
 
     model: str
     out: Path
@@ -44,6 +49,7 @@ class ExportConfig:
     random_seed: int | None = None
     verify: bool = True
     bank: C.BankConfig = field(default_factory=C.BankConfig)
+    attention: str = "fused"
 
 
 def _example_inputs(image_size: int, bank: C.BankConfig,
@@ -72,17 +78,17 @@ def _memory_tokens(model) -> int | None:
     return memory_tokens(model) if getattr(model, "spatial_perceiver", None) is not None else None
 
 
-def _wrappers(model, image_size: int) -> dict[str, Callable[[], torch.nn.Module]]:
+def _wrappers(model, image_size: int, attention: str = "fused") -> dict[str, Callable[[], torch.nn.Module]]:
     if _memory_tokens(model) is not None:  # EdgeTAM: SAM 2's image encoder and decoder, its own memory graphs
         return {
             "image_encoder": lambda: ImageEncoderGraph(model),
-            "memory_attention": lambda: EdgeTamMemoryAttentionGraph(model, image_size),
+            "memory_attention": lambda: EdgeTamMemoryAttentionGraph(model, image_size, attention),
             "mask_decoder": lambda: EdgeTamMaskDecoderGraph(model),
             "memory_encoder": lambda: EdgeTamMemoryEncoderGraph(model),
         }
     return {
         "image_encoder": lambda: ImageEncoderGraph(model),
-        "memory_attention": lambda: MemoryAttentionGraph(model, image_size),
+        "memory_attention": lambda: MemoryAttentionGraph(model, image_size, attention),
         "mask_decoder": lambda: MaskDecoderGraph(model),
         "memory_encoder": lambda: MemoryEncoderGraph(model),
     }
@@ -168,6 +174,7 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
     else:
         exporter["sam2"] = dist_version("sam2")
     exporter["onnxruntime"] = dist_version("onnxruntime")
+    exporter["attention"] = cfg.attention
     return {
         "format": C.MANIFEST_FORMAT,
         "model": model_fields,
@@ -199,10 +206,13 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     """
     C.check_image_size(cfg.image_size)
     check_cond_slots(cfg.bank.cond_slots)
+    if cfg.attention not in ATTENTION_FORMS:
+        raise Sam2rtError(f"--attention {cfg.attention!r}: choose {' or '.join(ATTENTION_FORMS)} (fused: for TensorRT "
+                          "and the default; cpu: ONNX Runtime CPU only)")
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
     make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank, _memory_tokens(model))
-    wrappers = _wrappers(model, cfg.image_size)
+    wrappers = _wrappers(model, cfg.image_size, cfg.attention)
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:
         tmp = Path(tmp)
         files, folding = {}, {}
