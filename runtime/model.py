@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sam2rt import contract as C
 from sam2rt.runtime.backends.executor import FRAME_TENSORS, OBJECT_TENSORS, default_executor, planned_bytes
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.stream import StreamTracker
