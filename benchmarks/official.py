@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sam2rt.benchmarks.bench import IOU_SANITY, IOU_SANITY_BY_PRECISION, BenchConfig, Click, prompt, warm_up
+from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import Manifest
 from sam2rt.runtime.frames import extract_jpeg_folder, open_frames
 from sam2rt.runtime.predictor import VideoPredictor
@@ -98,6 +99,10 @@ def compare_official(cfg: BenchConfig, manifest: Manifest, clicks: Sequence[Clic
     from sam2rt.benchmarks.parity import compare, official_predictor
 
     reference = official_predictor(manifest, cfg.checkpoint, cfg.seed if cfg.checkpoint is None else None)
+    if getattr(reference, "spatial_perceiver", None) is not None and len(clicks) > 1:
+        raise Sam2rtError(f"the official EdgeTAM predictor cannot track {len(clicks)} objects in one run (its perceiver "
+                          "encodes one object's memory at a time: upstream EdgeTAM#15); use --objects 1 with "
+                          "--compare-official")
     ours = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads,
                           fill_hole_area=reference.fill_hole_area, progress=False)
     default_threads = torch.get_num_threads()
