@@ -23,9 +23,12 @@ install:
 # sam2==1.1.0, so it gets its own venv; EdgeTAM is exported there (sam2rt installed editable, no deps). Every
 # package goes in with --no-deps so pip never resolves a CUDA torch: torchvision (timm imports it for RepViT) is
 # PyPI's CUDA-built wheel, whose Python half is all timm uses (export/edgetam_model.py says how it imports).
+# Cached: a stamp file marks a finished install; it is redone only when the Makefile or pyproject.toml is newer.
 EDGETAM_VENV := .venv-edgetam
 EDGETAM_PIP := $(EDGETAM_VENV)/bin/pip --disable-pip-version-check -q
-edgetam-env:
+EDGETAM_STAMP := $(EDGETAM_VENV)/.installed
+edgetam-env: $(EDGETAM_STAMP)
+$(EDGETAM_STAMP): Makefile pyproject.toml
 	test -x $(EDGETAM_VENV)/bin/python || $(PYTHON) -m venv $(EDGETAM_VENV)
 	$(EDGETAM_PIP) install torch==2.13.0
 	$(EDGETAM_PIP) install --no-deps edgetam-dimos==1.0.1 timm==1.0.31 torchvision==0.28.0
@@ -33,6 +36,7 @@ edgetam-env:
 		"pillow>=10" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" "antlr4-python3-runtime==4.9.3" \
 		"iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5" pyyaml safetensors huggingface_hub "pytest>=8"
 	$(EDGETAM_PIP) install --no-deps -e .
+	touch $@
 
 # The EdgeTAM tests need its reference, so they run a second time in its venv (in .venv they skip).
 test: install edgetam-env

@@ -23,7 +23,12 @@ def test_track_segment_bench(edgetam_256: Path, shared_data: Path, tmp_path: Pat
     assert out.stat().st_size > 0
     report = tmp_path / "bench.json"
     assert main(["bench", "--model", str(edgetam_256), "--video", str(frames), "--frames", "4", "--objects", "2",
-                 "--warmup", "1", "--repeats", "1", "--threads", "1", "--json", str(report)]) == 0
+                 "--warmup", "1", "--repeats", "1", "--threads", "1", "--compare-official", "--seed", "0",
+                 "--json", str(report)]) == 0
     text = report.read_text()
     assert "edgetam" in text and all(g in text for g in ("image_encoder", "memory_attention", "memory_encoder"))
-    json.loads(text)
+    official = json.loads(text)["official"]
+    # EdgeTAM's official predictor runs one inference state per object (EdgeTAM#15); its masks, split per
+    # object, pair with ours: 2 click rows + 2 objects x 4 frames
+    assert official["official_states"].startswith("one per object") and official["iou"]["masks"] == 10
+    assert official["iou"]["min"] >= 0.999 and official["speedup_vs_official"] > 0
