@@ -34,7 +34,7 @@ $(EDGETAM_STAMP): Makefile pyproject.toml
 	$(EDGETAM_PIP) install --no-deps edgetam-dimos==1.0.1 timm==1.0.31 torchvision==0.28.0
 	$(EDGETAM_PIP) install "numpy>=1.24" "onnxruntime>=1.18" "opencv-python-headless>=4.8" "tqdm>=4.60" \
 		"pillow>=10" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" "antlr4-python3-runtime==4.9.3" \
-		"iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5" pyyaml safetensors huggingface_hub "pytest>=8"
+		"iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5" "onnxconverter-common>=1.16" pyyaml safetensors huggingface_hub "pytest>=8"
 	$(EDGETAM_PIP) install --no-deps -e .
 	touch $@
 

@@ -123,11 +123,15 @@ def _iou_summary(report: Any, threshold: float = IOU_SANITY) -> dict[str, Any]:
     for step, frame, _, iou in report.rows:
         worst[(step, frame)] = min(iou, worst.get((step, frame), 1.0))
     return {"masks": len(report.rows), "mean": report.mean_iou, "min": report.min_iou,
-            "mean_both_present": report.mean_iou_both_present,
+            "mean_both_present": _number_or_none(report.mean_iou_both_present),  # None: no frame where both find it
             "presence_disagreements": report.presence_disagreements,
             "max_logit_diff": report.max_logit_diff, "threshold_mean": threshold,
             "results_match": bool(report.mean_iou >= threshold),
             "per_frame_min": [[step, frame, iou] for (step, frame), iou in worst.items()]}
+
+
+def _number_or_none(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
 
 
 def compare_official(cfg: BenchConfig, manifest: Manifest, clicks: Sequence[Click],
