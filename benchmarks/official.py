@@ -182,7 +182,7 @@ def compare_official(cfg: BenchConfig, manifest: Manifest, clicks: Sequence[Clic
             "no speedup is quoted")
     match = iou["results_match"]
     return {"frames": n, "objects": len(clicks), "repeats": cfg.official_repeats,
-            "official_states": "one per object (EdgeTAM#15), run in turn" if per_object else "one",
+            "official_states": "one inference state per object (EdgeTAM#15), run in turn" if per_object else "one",
             "device": str(next(reference.parameters()).device), "fill_hole_area": int(reference.fill_hole_area),
             "torch_threads": torch_threads, "s_per_frame_means": SECONDS_PER_FRAME,
             "official_s_per_frame": official_s, "ours_s_per_frame": ours_s,

@@ -220,7 +220,7 @@ def _official_text(o: dict[str, Any]) -> str:
     iou = o["iou"]
     speed = (f"speedup {o['speedup_vs_official']:.2f}x (propagation only {o['propagate_speedup_vs_official']:.2f}x)"
              if o["speedup_vs_official"] else "speedup not quoted: the results differ (see IoU)")
-    states = f" ({o['official_states']} inference states)" if o.get("official_states", "one") != "one" else ""
+    states = f" ({o['official_states']})" if o.get("official_states", "one") != "one" else ""
     return (f"official SAM2VideoPredictor, same {o['frames']} JPEG frames, {o['objects']} objects{states}, "
             f"{o['device']}, hole filling {'on' if o['fill_hole_area'] else 'off'} in both:\n"
             f"  s/frame (init + prompts + propagation) official {o['official_s_per_frame']:.3f}, "

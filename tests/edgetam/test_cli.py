@@ -30,5 +30,5 @@ def test_track_segment_bench(edgetam_256: Path, shared_data: Path, tmp_path: Pat
     official = json.loads(text)["official"]
     # EdgeTAM's official predictor runs one inference state per object (EdgeTAM#15); its masks, split per
     # object, pair with ours: 2 click rows + 2 objects x 4 frames
-    assert official["official_states"].startswith("one per object") and official["iou"]["masks"] == 10
+    assert official["official_states"].startswith("one inference state per object") and official["iou"]["masks"] == 10
     assert official["iou"]["min"] >= 0.999 and official["speedup_vs_official"] > 0
