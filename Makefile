@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
 DEMO_OUT ?= demo_out
 
-.PHONY: install test demo clean edgetam-env
+.PHONY: install test demo clean edgetam-env samurai-env
 
 # Idempotent: pip skips what is already satisfied. The ros extra (rclpy wheels) lets `make test` run the
 # ROS 2 node against a real middleware.
@@ -15,9 +15,11 @@ install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps sam2==1.1.0
 	$(PIP) install -e ".[dev,ros,ray]" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" \
 		"antlr4-python3-runtime==4.9.3" "iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5"
+	# sam2 last: a --no-deps install runs no conflict check, so pip does not print its resolver "ERROR ...
+	# sam2 requires torchvision" (torchvision is deliberately absent: see above)
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps sam2==1.1.0
 
 # EdgeTAM's reference (edgetam-dimos: the EdgeTAM repository's `sam2` package) has the same import name as
 # sam2==1.1.0, so it gets its own venv; EdgeTAM is exported there (sam2rt installed editable, no deps). Every
@@ -39,7 +41,7 @@ $(EDGETAM_STAMP): Makefile pyproject.toml
 	touch $@
 
 # The EdgeTAM tests need its reference, so they run a second time in its venv (in .venv they skip).
-test: install edgetam-env
+test: install edgetam-env samurai-env
 	$(BIN)/python -m pytest -q
 	$(EDGETAM_VENV)/bin/python -m pytest -q tests/edgetam
 
@@ -48,3 +50,18 @@ demo: install
 
 clean:
 	rm -rf $(VENV) $(EDGETAM_VENV) $(DEMO_OUT) .pytest_cache
+
+# SAMURAI's reference (issue 22): its sdist installs SAMURAI's fork of sam2 into the `sam2` import name, so it
+# gets its own venv and never touches sam2==1.1.0 in .venv. Same CPU torch; --no-deps keeps pip from
+# resolving torchvision (a CUDA torch); scipy (its kalman_filter.py) and loguru (its video predictor) are what it imports beyond sam2.
+SAMURAI_VENV := .venv-samurai
+samurai-env: $(SAMURAI_VENV)/.installed
+
+# made once: present, it is skipped (delete the venv to remake it)
+$(SAMURAI_VENV)/.installed:
+	test -x $(SAMURAI_VENV)/bin/python || $(PYTHON) -m venv $(SAMURAI_VENV)
+	$(SAMURAI_VENV)/bin/pip --disable-pip-version-check -q install torch==2.13.0 "numpy>=1.24.4" "scipy>=1.10" \
+		"tqdm>=4.66.1" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" "antlr4-python3-runtime==4.9.3" \
+		"iopath>=0.1.10" "pillow>=9.4.0" "loguru>=0.7"
+	SAM2_BUILD_CUDA=0 $(SAMURAI_VENV)/bin/pip --disable-pip-version-check -q install --no-deps absolutely-not-samurai==1.0.0
+	touch $@

@@ -57,7 +57,8 @@ class BenchConfig:
     """One ``sam2rt bench`` run; the CLI flags map one-to-one onto these fields.
 
     checkpoint / seed: the weights the model was exported from (for ``compare_official`` only); seed is
-    used when checkpoint is None. soak: StreamTracker frames (0 = no soak).
+    used when checkpoint is None. soak: StreamTracker frames (0 = no soak). memory: the tracker's memory
+    ("sam2" or "samurai", SAMURAI's published config; the official comparison needs "sam2").
     """
 
     model: Path
@@ -73,6 +74,7 @@ class BenchConfig:
     seed: int | None = 0
     official_repeats: int = 1
     soak: int = 0
+    memory: str = "sam2"
 
     @property
     def steady_from(self) -> int:
@@ -251,7 +253,7 @@ def measure_live(cfg: BenchConfig, clip: list[np.ndarray], clicks: Sequence[Clic
     from sam2rt.runtime.model import Model
 
     model = Model(cfg.model, backend=cfg.backend, threads=cfg.threads)
-    with model.stream() as tracker:
+    with model.stream(memory=cfg.memory) as tracker:
         tracker.load_first_frame(clip[0])
         for obj_id, xy in clicks:
             tracker.add_new_prompt(0, obj_id, points=[xy], labels=[1])
@@ -293,7 +295,7 @@ def soak(cfg: BenchConfig, clip: list[np.ndarray], clicks: Sequence[Click]) -> d
     from sam2rt.runtime.stream import StreamTracker
 
     n, ref = cfg.soak, max(1, min(200, cfg.soak // 5))
-    tracker = StreamTracker(cfg.model, backend=cfg.backend, threads=cfg.threads)
+    tracker = StreamTracker(cfg.model, backend=cfg.backend, threads=cfg.threads, memory=cfg.memory)
     tracker.load_first_frame(clip[0])
     for obj_id, xy in clicks:
         tracker.add_new_prompt(0, obj_id, points=[xy], labels=[1])
@@ -343,7 +345,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     height, width = clip[0].shape[:2]
     clicks = grid_clicks(cfg.objects, width, height)
     start = time.perf_counter()
-    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
+    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False,
+                               memory=cfg.memory)
     load_s = time.perf_counter() - start
     log(f"bench: {manifest.model_name} @{manifest.image_size}, {cfg.frames} frames {width}x{height}, "
         f"{cfg.objects} objects, {cfg.repeats} repeats")

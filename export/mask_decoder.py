@@ -101,6 +101,7 @@ class MaskDecoderGraph(nn.Module):
         token = torch.where(mm, multi_token, tokens[:, 0])
 
         obj_ptr = m.obj_ptr_proj(token)  # (B, 256)
+        ptr_candidates = m.obj_ptr_proj(tokens)  # (B, 4, 256), ungated: a memory policy picks and gates
         if m.pred_obj_scores:
             present = score > 0
             low_res = torch.where(present[:, :, None, None], low_res, NO_OBJ_SCORE)
@@ -108,7 +109,7 @@ class MaskDecoderGraph(nn.Module):
             if m.fixed_no_obj_ptr:
                 obj_ptr = lam * obj_ptr
             obj_ptr = obj_ptr + (1 - lam) * m.no_obj_ptr
-        return low_res, iou, obj_ptr, score, masks, ious, self._selected(masks, best, multimask)
+        return low_res, iou, obj_ptr, score, masks, ious, self._selected(masks, best, multimask), ptr_candidates
 
     def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
         """The official sparse prompt embedding with its padding point: (B, N+1, 256)."""

@@ -23,12 +23,15 @@ class FrameOutput:
     memory: (hw, 64) uint16 bfloat16 bits, or None until the memory encoder has run.
     pred_masks: (1, 1, 4h, 4h) float32 low-res mask logits (holes filled).
     obj_ptr: (256,) float32; object_score_logits: (1, 1) float32.
+    iou / kf_score: the kept candidate's predicted IoU and motion score where a memory policy records them.
     """
 
     pred_masks: np.ndarray
     obj_ptr: np.ndarray
     object_score_logits: np.ndarray
     memory: np.ndarray | None = None
+    iou: float | None = None
+    kf_score: float | None = None
 
 
 @dataclass
@@ -134,14 +137,22 @@ class BankInputs:
         self.used_memory[b] = self.used_ptrs[b] = 0
 
     def fill(self, b: int, frame_idx: int, outputs: ObjectOutputs, rules: SelectionRules,
-             num_frames: int | None, reverse: bool) -> None:
-        """Write object ``b``'s selected memories and pointers for ``frame_idx`` into the slots."""
+             num_frames: int | None, reverse: bool, recent: list[tuple[int, int]] | None = None) -> None:
+        """Write object ``b``'s selected memories and pointers for ``frame_idx`` into the slots.
+
+        recent: (memory_tpos, frame) of the non-conditioning memories chosen by a memory policy; None: the
+        official frames just before ``frame_idx``.
+        """
         self.clear(b)
         selected, unselected = select_closest_cond_frames(frame_idx, outputs.cond,
                                                           attended_cond_frames(rules, self.bank))
         for out in selected.values():
             self._put_memory(b, out, rules.num_maskmem - 1)
-        for t_pos in range(1, rules.num_maskmem):
+        for tpos, frame in recent or ():
+            out = outputs.non_cond.get(frame, unselected.get(frame))
+            if out is not None:
+                self._put_memory(b, out, tpos)
+        for t_pos in range(1, rules.num_maskmem if recent is None else 1):
             prev = _previous_frame(frame_idx, rules.num_maskmem - t_pos, rules.stride, reverse)
             out = outputs.non_cond.get(prev, unselected.get(prev))
             if out is not None:

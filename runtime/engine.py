@@ -29,11 +29,19 @@ class Features:
 
 @dataclass(frozen=True)
 class HeadOutput:
-    """Decoder results for B objects: masks (B,1,4h,4h), obj_ptr (B,256), scores (B,1)."""
+    """Decoder results for B objects: masks (B,1,4h,4h), obj_ptr (B,256), scores (B,1).
+
+    candidates: the decoder's ungated candidates for a memory policy that chooses itself (mask_candidates
+    (B,4,4h,4h), iou_candidates (B,4), obj_ptr_candidates (B,4,256), selected_candidate (B,)), or None.
+    iou (B,) / kf_score (B,) float32 (NaN: none): a choosing policy's scores of the kept candidates.
+    """
 
     low_res_masks: np.ndarray
     obj_ptr: np.ndarray
     object_score_logits: np.ndarray
+    candidates: dict[str, np.ndarray] | None = None
+    iou: np.ndarray | None = None
+    kf_score: np.ndarray | None = None
 
 
 class Engine:
@@ -99,10 +107,14 @@ class Engine:
             "mask_input": np.ascontiguousarray(mask_logits, np.float32),
             "has_mask_input": np.full((B,), has_mask), "multimask": np.full((B,), multimask),
         })
-        return HeadOutput(out["low_res_masks"], out["obj_ptr"], out["object_score_logits"])
+        cands = {k: out[k] for k in ("mask_candidates", "iou_candidates", "obj_ptr_candidates", "selected_candidate")}
+        return HeadOutput(out["low_res_masks"], out["obj_ptr"], out["object_score_logits"], cands, out["iou"][:, 0])
 
-    def mask_as_output(self, feats: Features, mask: np.ndarray) -> HeadOutput:
-        """The official ``_use_mask_as_output`` for one object's binary (1,1,S,S) float32 mask prompt."""
+    def mask_as_output(self, feats: Features, mask: np.ndarray, min_obj_score: float | None = None) -> HeadOutput:
+        """The official ``_use_mask_as_output`` for one object's binary (1,1,S,S) float32 mask prompt.
+
+        min_obj_score: presence threshold of the decoder's own pointer gating where a memory policy sets one
+        (SAMURAI: -1; None: the graph's, 0)."""
         high_res = mask * 20.0 - 10.0
         low_res = resize_bilinear(high_res, (4 * self.h, 4 * self.h), antialias=True).astype(np.float32)
         h4 = 4 * self.h
@@ -112,12 +124,16 @@ class Engine:
         head = self._decode(feats.vision_feat, feats, 1, None, None, ds[None, None], multimask=False)
         lam = np.float32(1.0 if (mask > 0).any() else 0.0)
         ptr = head.obj_ptr
+        if min_obj_score is not None:  # the pointer gated by the decoder's score at the policy's threshold
+            inner = np.float32(1.0 if head.object_score_logits[0, 0] > np.float32(min_obj_score) else 0.0)
+            raw = head.candidates["obj_ptr_candidates"][:, 0]  # single-mask token, as multimask is off
+            ptr = (inner * raw if self.tracking["fixed_no_obj_ptr"] else raw) + (1 - inner) * self.no_obj_ptr
         if self.tracking["pred_obj_scores"]:
             if self.tracking["fixed_no_obj_ptr"]:
                 ptr = lam * ptr
             ptr = ptr + (1 - lam) * self.no_obj_ptr
         score = np.full((1, 1), 20.0 * lam - 10.0, np.float32)
-        return HeadOutput(low_res, ptr.astype(np.float32), score)
+        return HeadOutput(low_res, ptr.astype(np.float32), score, iou=np.ones(1, np.float32))
 
     def encode_memory(self, feats: Features, mask_logits: np.ndarray, binarize: bool,
                       scores: np.ndarray) -> np.ndarray:
@@ -135,7 +151,9 @@ class Engine:
         return [
             FrameOutput(pred_masks=masks[b:b + 1].copy(), obj_ptr=head.obj_ptr[b].copy(),
                         object_score_logits=head.object_score_logits[b:b + 1].copy(),
-                        memory=None if memory is None else bf16_bits(memory[b]))
+                        memory=None if memory is None else bf16_bits(memory[b]),
+                        iou=None if head.iou is None else float(head.iou[b]),
+                        kf_score=None if head.kf_score is None or np.isnan(head.kf_score[b]) else float(head.kf_score[b]))
             for b in range(masks.shape[0])
         ]
 

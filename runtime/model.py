@@ -35,14 +35,16 @@ class Model:
         return self.engine.size
 
     def stream(self, fill_hole_area: int | None = None, bgr: bool = False,
-               preprocess: str = "official") -> StreamTracker:
+               preprocess: str = "official", memory: str = "sam2", samurai: Any = None) -> StreamTracker:
         """A new StreamTracker sharing this model's graphs (its own bank and buffers).
 
         preprocess: "official" (bit-exact, the default; what TensorRT does on the GPU) or "fast" (OpenCV,
-        ONNX Runtime backends only).
+        ONNX Runtime backends only). memory / samurai: "sam2" or "samurai" with its ``SamuraiConfig``
+        (docs/tracker.md).
         """
         executor = default_executor(self.engine.runners, self.engine.size, self.backend, preprocess)
-        return StreamTracker(engine=self.engine, executor=executor, fill_hole_area=fill_hole_area, bgr=bgr)
+        return StreamTracker(engine=self.engine, executor=executor, fill_hole_area=fill_hole_area, bgr=bgr,
+                             memory=memory, samurai=samurai)
 
     def close(self) -> None:
         """Free what the model's own runners allocated (TensorRT: made only if ``VideoPredictor``-style runs

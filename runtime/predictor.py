@@ -21,6 +21,8 @@ from sam2rt.runtime.bank import ObjectOutputs, SelectionRules, bf16_bits
 from sam2rt.runtime.engine import Engine, Features
 from sam2rt.runtime.frames import open_frames
 from sam2rt.runtime.imageops import mask_prompt_to_input
+from sam2rt.runtime.memory_policy import SamuraiConfig, make_policy
+from sam2rt.runtime.transaction import check_new_object, rolled_back_on_error
 
 State = dict[str, Any]
 
@@ -37,13 +39,17 @@ class VideoPredictor:
     model_dir: an exported model (``sam2rt export``). backend: "ort", "ort-gpu" or "trt" (engines from
     ``sam2rt build``, read from ``engine_dir``, default MODEL_DIR/engines). fill_hole_area: None takes the
     model's setting (8); 0 disables it (the official predictor skips it on CPU, where its CUDA kernel is
-    missing). feature_cache: frames whose image features are kept.
+    missing). feature_cache: frames whose image features are kept. memory: "sam2" (the official memory) or
+    "samurai" (SAMURAI's motion-aware memory, forward tracking; ``samurai``: its parameters, None = the
+    published config of the model; see docs/tracker.md).
     """
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  fill_hole_area: int | None = None, feature_cache: int = 8, preprocess: str = "official",
-                 progress: bool = True, engine_dir: str | Path | None = None) -> None:
+                 progress: bool = True, engine_dir: str | Path | None = None, memory: str = "sam2",
+                 samurai: SamuraiConfig | None = None) -> None:
         self.engine = Engine(model_dir, backend=backend, threads=threads, preprocess=preprocess, engine_dir=engine_dir)
+        self.policy = make_policy(memory, self.engine, samurai)
         self.rules = SelectionRules.from_tracking(self.engine.tracking)
         self.fill_hole_area = self.engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.feature_cache = max(1, feature_cache)
@@ -68,7 +74,7 @@ class VideoPredictor:
         state["obj_idx_to_id"] = OrderedDict()
         state["obj_ids"] = []
         for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
-                    "temp_output_dict_per_obj", "frames_tracked_per_obj"):
+                    "temp_output_dict_per_obj", "frames_tracked_per_obj", "memory_track_per_obj"):
             state[key] = {}
 
     def reset_state(self, state: State) -> None:
@@ -98,6 +104,7 @@ class VideoPredictor:
             state[key][idx] = {}
         state["output_dict_per_obj"][idx] = ObjectOutputs()
         state["temp_output_dict_per_obj"][idx] = ObjectOutputs()
+        state["memory_track_per_obj"][idx] = self.policy.new_track()
         return idx
 
     # ---- prompts -----------------------------------------------------------------------------------
@@ -111,10 +118,21 @@ class VideoPredictor:
                                        state["video_width"], state["video_height"])
         scale = np.array([state["video_width"], state["video_height"]], np.float32) if normalize_coords else 1.0
         pts = (pts / scale * self.image_size).astype(np.float32)
-        obj_idx = self._obj_idx(state, obj_id)
-        old = state["point_inputs_per_obj"][obj_idx].get(frame_idx) if not clear_old_points else None
+        known = state["obj_id_to_idx"].get(obj_id)
+        old = state["point_inputs_per_obj"][known].get(frame_idx) if known is not None and not clear_old_points else None
         if old is not None:
             pts, lbl = np.concatenate([old[0], pts]), np.concatenate([old[1], lbl])
+        P.check_point_count(lbl, self.engine.manifest.bank.max_points)
+        check_new_object(state, obj_id, self.engine.manifest.bank.max_objects)
+        self._features(state, frame_idx)  # decodes the frame: a frame that cannot be read fails before any change
+        with rolled_back_on_error(state, obj_id, frame_idx):
+            return self._add_points(state, frame_idx, obj_id, pts, lbl)
+
+    add_new_points = add_new_points_or_box
+
+    def _add_points(self, state: State, frame_idx: int, obj_id: int, pts: np.ndarray, lbl: np.ndarray):
+        """``add_new_points_or_box`` once its arguments are checked: (N,2) model pixels, (N,) labels."""
+        obj_idx = self._obj_idx(state, obj_id)
         state["point_inputs_per_obj"][obj_idx][frame_idx] = (pts, lbl)
         state["mask_inputs_per_obj"][obj_idx].pop(frame_idx, None)
         is_init, reverse, is_cond = self._frame_role(state, obj_idx, frame_idx)
@@ -125,14 +143,13 @@ class VideoPredictor:
             bank.clear(0)
         else:
             bank.fill(0, frame_idx, state["output_dict_per_obj"][obj_idx], self.rules, _track_num_frames(state),
-                      reverse)
-        head = self.engine.track(feats, bank, pts[None], lbl[None], prev,
-                                 self.engine.use_multimask(is_init, len(lbl)))
+                      reverse, self._recent(state, obj_idx, frame_idx))
+        multimask = self.engine.use_multimask(is_init, len(lbl))
+        head = self.engine.track(feats, bank, pts[None], lbl[None], prev, multimask)
+        head = self._choose(state, [obj_idx], head, multimask)
         out = self.engine.frame_outputs(head, None, self.fill_hole_area)[0]
         self._store_temp(state, obj_idx, frame_idx, is_cond, out)
         return frame_idx, state["obj_ids"], self._consolidate(state, frame_idx, is_cond)
-
-    add_new_points = add_new_points_or_box
 
     def add_new_mask(self, inference_state: State, frame_idx: int, obj_id: int, mask):
         """Add a mask prompt (H,W) bool on a frame; returns ``(frame_idx, obj_ids, masks)``."""
@@ -141,14 +158,36 @@ class VideoPredictor:
         P.check_obj_id(obj_id)
         mask = P.check_mask(mask)
         mask_input = mask_prompt_to_input(mask, self.image_size)
+        check_new_object(state, obj_id, self.engine.manifest.bank.max_objects)
+        self._features(state, frame_idx)  # decodes the frame: a frame that cannot be read fails before any change
+        with rolled_back_on_error(state, obj_id, frame_idx):
+            return self._add_mask(state, frame_idx, obj_id, mask_input)
+
+    def _add_mask(self, state: State, frame_idx: int, obj_id: int, mask_input: np.ndarray):
+        """``add_new_mask`` once its arguments are checked: mask_input (1, 1, 4h, 4h) float32."""
         obj_idx = self._obj_idx(state, obj_id)
         state["mask_inputs_per_obj"][obj_idx][frame_idx] = mask_input
         state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
         _, _, is_cond = self._frame_role(state, obj_idx, frame_idx)
-        head = self.engine.mask_as_output(self._features(state, frame_idx), mask_input)
+        head = self.engine.mask_as_output(self._features(state, frame_idx), mask_input,
+                                          getattr(getattr(self.policy, "cfg", None), "min_obj_score", None))
         out = self.engine.frame_outputs(head, None, self.fill_hole_area)[0]
         self._store_temp(state, obj_idx, frame_idx, is_cond, out)
         return frame_idx, state["obj_ids"], self._consolidate(state, frame_idx, is_cond)
+
+    def _choose(self, state: State, objects: list[int], head, multimask: bool):
+        """The memory policy's candidate choice for ``objects`` (the batch of ``head``); SAM 2: the graph's."""
+        if not self.policy.needs_candidates:
+            return head
+        return self.policy.choose_all([state["memory_track_per_obj"][i] for i in objects], head, multimask)
+
+    def _recent(self, state: State, obj_idx: int, frame_idx: int) -> list[tuple[int, int]] | None:
+        """The policy's non-conditioning memories of an object on ``frame_idx`` (None: the official ones)."""
+        if not self.policy.needs_candidates:
+            return None
+        outputs = state["output_dict_per_obj"][obj_idx]
+        return self.policy.recent_from(frame_idx, min(outputs.cond, default=0), outputs.non_cond,
+                                       self.rules.num_maskmem)
 
     def _frame_role(self, state: State, obj_idx: int, frame_idx: int) -> tuple[bool, bool, bool]:
         tracked = state["frames_tracked_per_obj"][obj_idx]
@@ -208,12 +247,17 @@ class VideoPredictor:
                            reverse: bool = False) -> Iterator[tuple[int, list[int], np.ndarray]]:
         """Yield ``(frame_idx, obj_ids, masks (K,1,H,W))`` for every frame in processing order."""
         state = inference_state
+        if start_frame_idx is not None:  # checked before the preflight changes anything
+            P.check_frame_idx(start_frame_idx, state["num_frames"])
+        P.check_frame_limit(max_frame_num_to_track)
+        if reverse and self.policy.needs_candidates:
+            raise Sam2rtError("memory='samurai' tracks forward only (its motion model runs in frame order); "
+                              "propagate with reverse=False, or use memory='sam2'")
         self.propagate_in_video_preflight(state)
         num_frames, K = state["num_frames"], len(state["obj_ids"])
         if start_frame_idx is None:
             start_frame_idx = min(t for o in state["output_dict_per_obj"].values() for t in o.cond)
-        P.check_frame_idx(start_frame_idx, num_frames)
-        limit = num_frames if max_frame_num_to_track is None else max_frame_num_to_track
+        limit = num_frames if max_frame_num_to_track is None else int(max_frame_num_to_track)
         if reverse:
             end = max(start_frame_idx - limit, 0)
             order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
@@ -233,8 +277,10 @@ class VideoPredictor:
             feats = self._features(state, frame_idx)
             bank = self.engine.bank(len(todo))
             for b, i in enumerate(todo):
-                bank.fill(b, frame_idx, outputs[i], self.rules, _track_num_frames(state), reverse)
-            head = self.engine.track(feats, bank, None, None, None, self.engine.use_multimask(False, 0))
+                bank.fill(b, frame_idx, outputs[i], self.rules, _track_num_frames(state), reverse,
+                          self._recent(state, i, frame_idx))
+            multimask = self.engine.use_multimask(False, 0)
+            head = self._choose(state, todo, self.engine.track(feats, bank, None, None, None, multimask), multimask)
             mem = self.engine.encode_memory(feats, head.low_res_masks, False, head.object_score_logits)
             for i, out in zip(todo, self.engine.frame_outputs(head, mem, self.fill_hole_area)):
                 outputs[i].non_cond[frame_idx] = out
@@ -286,7 +332,7 @@ class VideoPredictor:
         keep = [i for i in range(len(state["obj_ids"])) if i != old_idx]
         ids = [state["obj_ids"][i] for i in keep]
         for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
-                    "temp_output_dict_per_obj", "frames_tracked_per_obj"):
+                    "temp_output_dict_per_obj", "frames_tracked_per_obj", "memory_track_per_obj"):
             state[key] = {new: state[key][old] for new, old in enumerate(keep)}
         state["obj_id_to_idx"] = OrderedDict((o, i) for i, o in enumerate(ids))
         state["obj_idx_to_id"] = OrderedDict((i, o) for i, o in enumerate(ids))

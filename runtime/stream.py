@@ -38,7 +38,10 @@ from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TE
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input
+from sam2rt.runtime.memory_policy import SamuraiConfig, make_policy
 from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result, resize_logits
+from sam2rt.runtime.policy_bank import PolicyBank
+from sam2rt.runtime.stream_policy import PolicyStep
 from sam2rt.runtime.stream_prompts import PromptRunner
 
 
@@ -51,12 +54,15 @@ class StreamTracker:
     bgr: frames arrive in OpenCV's BGR order and are converted. preprocess: "official" (bit-exact resize, as
     the official predictor; on TensorRT it runs on the GPU) or "fast" (OpenCV resize, ONNX Runtime only).
     engine/executor: share a loaded model between streams (``sam2rt.runtime.model.Model.stream``).
+    memory: "sam2" (official) or "samurai" (SAMURAI's motion-aware memory; ``samurai``: its parameters, None =
+    the model's published config; see docs/tracker.md).
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "ort", threads: int = 0,
                  fill_hole_area: int | None = None, bgr: bool = False, engine_dir: str | Path | None = None,
                  preprocess: str = "official", engine: Engine | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, memory: str = "sam2",
+                 samurai: SamuraiConfig | None = None) -> None:
         if engine is None:
             if model_dir is None:
                 raise Sam2rtError("StreamTracker needs a model directory (or a loaded engine)")
@@ -64,6 +70,8 @@ class StreamTracker:
         self.engine = engine
         self.executor: Executor = executor or default_executor(engine.runners, engine.size, backend, preprocess)
         self.rules = SelectionRules.from_tracking(engine.tracking)
+        self.policy = make_policy(memory, engine, samurai)
+        self._policy = PolicyStep(self) if self.policy.needs_candidates else None
         self.fill_hole_area = engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.bgr = bgr
         self.dims = {**engine.manifest.dims, "M": engine.manifest.bank.memory_slots,
@@ -78,7 +86,11 @@ class StreamTracker:
         self._clear_objects()
 
     def _clear_objects(self) -> None:
-        self.bank = DeviceBank(self.engine.manifest.bank, self.rules)
+        if self._policy is None:
+            self.bank = DeviceBank(self.engine.manifest.bank, self.rules)
+        else:
+            self.bank = PolicyBank(self.engine.manifest.bank, self.rules, self._policy.recent)
+            self._policy.clear()
         self._ids: list[int] = []
         self._added_at: list[int] = []  # frame each object got its first prompt (not tracked there)
         self._cond_now: list[bool] = []  # the current frame is a conditioning frame of the object
@@ -155,9 +167,14 @@ class StreamTracker:
             self.bank.add_cond(b, t)
         objs, frame = self._objs, self._frame_bufs
         alloc, run = self.executor.allocator, self.executor.run
+        if self._policy is not None:
+            self._policy.commit(t, cond)  # frame t's scores are final: the policy records them first
         moved = self.bank.commit(t, cond)
         if moved is not None:  # frame t-1 leaves the newest slots for its ring slots (outside any graph)
-            alloc.copy(objs["memory"].slot(moved[0]), objs["memory"].slot(self.bank.mem_new))
+            newest = objs["memory"].slot(self.bank.mem_new)
+            for slot, b in self.bank.memory_moves(moved):  # b None: every object's column
+                alloc.copy(*((objs["memory"].slot(slot), newest) if b is None
+                             else (objs["memory"].slot(slot).slot(b), newest.slot(b))))
             alloc.copy(objs["obj_ptrs"].slot(moved[1]), objs["obj_ptrs"].slot(self.bank.ptr_new))
         self.bank.prepare(new, {n: objs[n].mirror for n in CONTROLS})
         bound = valid_prefix(objs["memory_valid"].mirror, objs["obj_ptr_valid"].mirror)  # slots attention reads
@@ -194,6 +211,8 @@ class StreamTracker:
         else:
             self.executor.step(self._step_key(bound), lambda: (encode(), track_next()))
         self.executor.synchronize()
+        if self._policy is not None:
+            self._policy.choose()
         self._t = new
         objs["binarize"].mirror[...] = False
         K = self.bank.batch
@@ -251,6 +270,7 @@ class StreamTracker:
             old = self._points[b] if b is not None and not clear_old_points else None
             if old is not None:
                 pts, lbl = np.concatenate([old[0], pts]), np.concatenate([old[1], lbl])
+            P.check_point_count(lbl, self.engine.manifest.bank.max_points)
         limit = self.engine.manifest.bank.max_objects
         if b is None and len(self._ids) >= limit:
             raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "
@@ -263,14 +283,26 @@ class StreamTracker:
         t = self._t
         is_init = b is None or self._added_at[b] == t
         is_cond = is_init or bool(self.engine.tracking["add_all_frames_to_correct_as_cond"])
+        pol = self._policy
+        track = None if pol is None else self.policy.new_track() if b is None else pol.tracks[b]
+        scores = (1.0, None)  # a mask prompt's (the reference's _use_mask_as_output)
         if pts is None:
             low, ptr, score = self._prompt.mask(t, mask_input)
+            if pol is not None:
+                ptr = pol.mask_pointer(self._prompt.bufs, mask_input)
         else:
             prev = None if b is None else np.clip(self._masks[b:b + 1], -32.0, 32.0)
             low, ptr, score = self._prompt.points(t, b, is_init, pts, lbl, prev)
+            if pol is not None:
+                low, ptr, scores = pol.choose_prompt(track, self._prompt.bufs,
+                                                     self.engine.use_multimask(is_init, len(lbl)))
         low = fill_holes_near(low, self.fill_hole_area)
         if b is None:
             b = self._add_object(obj_id)
+            if pol is not None:
+                pol.add(track, scores)
+        elif pol is not None:
+            pol.scores[b] = scores
         self._prompt.store(b, low, ptr, score)
         self._points[b] = None if pts is None else (pts, lbl)
         self._cond_now[b] = is_cond
@@ -318,6 +350,8 @@ class StreamTracker:
         self.bank.remove_object(b)
         for lst in (self._ids, self._added_at, self._cond_now, self._points):
             del lst[b]
+        if self._policy is not None:
+            self._policy.remove_object(b)
         self._masks, self._scores = self._masks[keep], self._scores[keep]
         return self.obj_ids
 

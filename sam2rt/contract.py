@@ -143,6 +143,9 @@ MASK_DECODER = GraphSpec(
            "every mask logit map the decoder predicts, ungated: 0 = single-mask token, 1..3 = multimask"),
         _t("iou_candidates", "float32", ("B", 4), "predicted IoU of each candidate"),
         _t("selected_candidate", "int32", ("B",), "index of the candidate in low_res_masks / iou (before gating)"),
+        # Motion-aware memory (SAMURAI) chooses its own candidate: it needs that candidate's pointer
+        _t("obj_ptr_candidates", "float32", ("B", 4, HIDDEN_DIM),
+           "object pointer of each candidate's token, ungated (0 = single-mask token, 1..3 = multimask)"),
     ),
 )
 

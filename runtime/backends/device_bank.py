@@ -155,6 +155,11 @@ class DeviceBank:
             self.ptr_frames[b, -1] = -1
         return moved
 
+    def memory_moves(self, moved: tuple[int, int]) -> list[tuple[int, int | None]]:
+        """The copies out of the newest memory slot after ``commit`` returned ``moved``: ``(slot, object)``, object
+        None for the whole slot (every object; a memory policy's bank moves single columns)."""
+        return [(moved[0], None)]
+
     def prepare(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
         """Write valid flags and temporal positions for attention on ``frame_idx`` into ``out``.
 

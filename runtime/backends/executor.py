@@ -39,7 +39,8 @@ OBJECT_TENSORS = {t.name: (t.shape, t.dtype)
 # What the host writes (controls, prompts) or reads (results): these get pinned mirrors on a GPU.
 MIRRORED = ("memory_valid", "memory_tpos", "obj_ptr_valid", "obj_ptr_tpos", "point_coords", "point_labels",
             "mask_input", "has_mask_input", "multimask", "binarize", "low_res_masks", "object_score_logits",
-            "obj_ptr", "image")
+            "obj_ptr", "image",
+            "mask_candidates", "iou_candidates", "obj_ptr_candidates", "selected_candidate")  # a choosing memory policy's
 CONTROLS = ("memory_valid", "memory_tpos", "obj_ptr_valid", "obj_ptr_tpos")
 SLOTTED = ("memory", "obj_ptrs")  # (slots, B, ...): object b is column b of every slot
 

@@ -27,6 +27,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
         from sam2rt.benchmarks.report import require_matplotlib
 
         require_matplotlib()
+    if args.compare_official and args.memory != "sam2":
+        raise Sam2rtError("--compare-official times the official SAM 2 predictor, whose memory is sam2; drop "
+                          "--memory samurai or --compare-official")
     if args.compare_official and not all(importlib.util.find_spec(m) for m in ("torch", "sam2")):
         raise Sam2rtError("--compare-official needs torch and the official sam2 package; install the export extra "
                           "(pip install 'sam2rt[export]') or drop --compare-official")
@@ -38,8 +41,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         extra = ["--json", str(args.json)] if args.json is not None else []
         frames = str(max(args.frames, 300)) if args.frames == 30 else str(args.frames)  # 300 unless given
+        memories = ["sam2", "samurai"] if args.memory == "samurai" else ["sam2"]  # samurai: beside the default
         return host_overhead(["--model", str(args.model), "--objects", "1", "4", "--rounds", "3", "--frames", frames,
-                              "--output", "result", "logits", *extra])
+                              "--output", "result", "logits", "--memory", *memories, *extra])
     if args.video is None:
         raise Sam2rtError("sam2rt bench needs --video (a video file or JPEG folder), except with --host-overhead")
     _check_outputs(args)
@@ -50,9 +54,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       objects=args.objects, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                       compare_official=args.compare_official, checkpoint=args.checkpoint,
                       seed=None if args.checkpoint is not None else (0 if args.seed is None else args.seed),
-                      official_repeats=args.official_repeats, soak=args.soak)
+                      official_repeats=args.official_repeats, soak=args.soak, memory=args.memory)
     result = run_bench(cfg)
     print(format_table(result))
+    from sam2rt.cli.random_weights import say_random_weights
+
+    say_random_weights(args.model)  # after the work, so that an error stays the only line
     if args.json is not None:
         print(f"wrote {write_json(result, args.json)}")
     if args.plot is not None:
@@ -61,11 +68,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="latency per graph, frames per second, memory (optionally vs the official)")
+    p = sub.add_parser("bench", help="latency per graph, frames per second, memory (optionally vs the official)",
+                       usage="sam2rt bench --model MODEL --video VIDEO [options]\n"
+                             "       sam2rt bench --model MODEL --host-overhead")
     p.add_argument("--model", type=Path, required=True, help="exported model directory")
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
-    p.add_argument("--video", type=Path, default=None, help="video file or JPEG folder (required)")
+    p.add_argument("--video", type=Path, default=None, help="video file or JPEG folder (required, except with --host-overhead)")
     p.add_argument("--frames", type=int, default=30, help="frames to track (default 30)")
     p.add_argument("--objects", type=int, default=2, help="objects, one click each on frame 0 (default 2)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads, also for torch (0 = default)")
@@ -79,6 +88,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--soak", type=int, default=0, metavar="N", help="StreamTracker soak over N frames (RSS growth)")
     p.add_argument("--host-overhead", action="store_true", help="only the host cost per StreamTracker.track() "
                    "(1 and 4 objects, 1280x720 frames), graphs doing no arithmetic: TensorRT's host work")
+    p.add_argument("--memory", default="sam2", choices=("sam2", "samurai"),
+                   help="the tracker's memory; samurai: SAMURAI's motion-aware memory with its published config, "
+                        "timed beside the default (sam2) where both can run (docs/tracker.md)")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG: latency per component, FPS vs objects")
     p.set_defaults(func=_cmd_bench)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sam2rt.cli.memory_args import add_memory_args, memory_options
 from sam2rt.errors import Sam2rtError
 from sam2rt.outputs import check_writable_file
 from sam2rt.signals import Terminated
@@ -67,6 +68,7 @@ def add_camera(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--reconnect", type=int, default=3, help="reopen attempts when a live source stops (default 3)")
+    add_memory_args(p)
     p.set_defaults(func=_cmd_camera)
 
 
@@ -84,6 +86,8 @@ class FrameReader:
             raise Sam2rtError(f"video source {source!r} not found; pass a camera index (0), a stream URL "
                               "(rtsp://...) or an existing video file")
         self.cap = cv2.VideoCapture(self.source)
+        self.read_count = 0
+        self.claimed = 0 if self.live else int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if not self.cap.isOpened():
             self.cap.release()
             raise Sam2rtError(f"cannot open video source {source!r}; check the camera index, the URL or that "
@@ -99,9 +103,14 @@ class FrameReader:
         """The next (H, W, 3) uint8 BGR frame, or None when the source has ended."""
         ok, frame = self.cap.read()
         if ok:
+            self.read_count += 1
             return frame
         if self.live:
             return self._reopen()
+        if 0 < self.read_count < self.claimed:  # the container promised more: say so, and where it broke
+            print(f"sam2rt: warning: {self.text}: the container says {self.claimed} frames but only "
+                  f"{self.read_count} decode (frame {self.read_count} fails); the video ends there", file=sys.stderr)
+            self.claimed = 0
         return None
 
     def _reopen(self) -> Any | None:
@@ -226,6 +235,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise Sam2rtError(f"--max-frames must be at least 1, got {args.max_frames}")
+    memory = memory_options(args, args.model)  # bad --samurai-* flags fail before the camera opens
     reader = FrameReader(args.source, args.reconnect)
     sink, writer = None, None
     try:
@@ -237,7 +247,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         out_path = args.out if args.out is not None or show else DEFAULT_OUT
         if out_path is not None:  # before the model loads: a bad --out fails at once
             check_writable_file(out_path, "--out")
-        tracker = StreamTracker(args.model, backend=args.backend, threads=args.threads, bgr=True)
+        tracker = StreamTracker(args.model, backend=args.backend, threads=args.threads, bgr=True, **memory)
         start = time.perf_counter()
         tracker.load_first_frame(first)
         _, obj_ids, logits = tracker.add_new_prompt(0, 1, **_first_prompt(args, width, height))

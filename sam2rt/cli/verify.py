@@ -9,6 +9,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from sam2rt.cli.memory_args import add_memory_args, memory_options
+from sam2rt.cli.random_weights import say_random_weights
 from sam2rt.errors import Sam2rtError
 
 # Default minimum mean IoU per precision: exact parity for FP32, the issue's accuracy bars for FP16 / INT8.
@@ -32,6 +34,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts)
     if not args.video.exists():
         raise Sam2rtError(f"video {args.video} does not exist; pass a JPEG folder or a video file")
+    if args.memory == "samurai":
+        return _verify_samurai(args, manifest, prompts, threshold)
     reference = official_predictor(manifest, args.checkpoint, args.seed if args.random_weights else None)
     ours = VideoPredictor(args.model, backend=args.backend, threads=args.threads,
                           fill_hole_area=reference.fill_hole_area)
@@ -44,10 +48,34 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for step, frame, obj, iou in report.rows:
         print(f"{step:<14} {frame:>5} {obj:>6} {iou:>9.6f}")
     print(report.summary() + f" (hole filling {'on' if reference.fill_hole_area else 'off: not available to the official predictor here'})")
+    say_random_weights(manifest)  # after the work, so that an error stays the only line
     if report.mean_iou < threshold:
         print(f"FAILED ({manifest.precision}): mean IoU {report.mean_iou:.6f} < {threshold}")
         return 1
     print(f"OK ({manifest.precision}): mean IoU {report.mean_iou:.6f} >= {threshold}")
+    return 0
+
+
+def _verify_samurai(args: argparse.Namespace, manifest, prompts, threshold: float) -> int:
+    """--memory samurai: against SAMURAI's own predictor in its venv (benchmarks/samurai_parity.py)."""
+    from sam2rt.benchmarks.parity import jpeg_folder
+    from sam2rt.benchmarks.samurai_parity import verify_samurai
+    from sam2rt.export.checkpoints import build_model, write_official_checkpoint
+
+    samurai = memory_options(args, args.model)["samurai"]
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint
+        if checkpoint is None:  # the export's random weights, as a checkpoint file the reference loads
+            model, _ = build_model(manifest.model_name, manifest.image_size, random_seed=args.seed)
+            checkpoint = write_official_checkpoint(model, Path(tmp) / "weights.pt")
+        video = jpeg_folder(args.video, args.frames, Path(tmp))
+        report = verify_samurai(manifest, checkpoint, video, prompts, args.samurai_python, samurai,
+                                backend=args.backend, threads=args.threads)
+    print(report.summary() + " (against SAMURAI's predictor, one run per object; hole filling off on both sides)")
+    if report.mean_iou < threshold:
+        print(f"FAILED (memory samurai): mean IoU {report.mean_iou:.6f} < {threshold}")
+        return 1
+    print(f"OK (memory samurai): mean IoU {report.mean_iou:.6f} >= {threshold}")
     return 0
 
 
@@ -70,4 +98,7 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
+    add_memory_args(p)
+    p.add_argument("--samurai-python", type=Path, default=Path(".venv-samurai/bin/python"),
+                   help="python of SAMURAI's reference venv (make samurai-env), for --memory samurai")
     p.set_defaults(func=_cmd_verify)

@@ -48,6 +48,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "backend": ("ort", "ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu) or trt (TensorRT engines)"),
     "engine_dir": ("", "TensorRT engine directory; empty: MODEL/engines"),
     "threads": (0, "inference threads; 0: the backend's default"),
+    "memory": ("sam2", "the tracker's memory: sam2 (official) or samurai (SAMURAI's motion-aware memory)"),
+    "samurai": ("", "SAMURAI's parameters as JSON, e.g. {\"kf_weight\": 0.2} (fields in docs/tracker.md); empty: "
+                    "the model's published config"),
     "input_encoding": ("", "treat every frame as this encoding (rgb8, bgr8, mono8); empty: the message's"),
     "max_objects": (0, "prompts that would track more objects are refused; 0: the model's bank capacity"),
     "publish_masks": (False, "also publish one mono8 mask (0/255) per object on ~/masks/obj_<id>"),
@@ -78,7 +81,7 @@ class Sam2rtNode(Node):
         from sam2rt.runtime.stream import StreamTracker  # onnxruntime: only once the node really starts
 
         tracker = StreamTracker(p["model"], backend=p["backend"], threads=p["threads"],
-                                engine_dir=p["engine_dir"] or None)
+                                engine_dir=p["engine_dir"] or None, **_memory(p))
         self._publish_masks = bool(p["publish_masks"])
         self._mask_pubs: dict[int, Any] = {}  # obj_id -> publisher; touched by the worker thread only
         self._remove_srvs: dict[int, Any] = {}  # obj_id -> service; touched in the services group only
@@ -212,6 +215,23 @@ class Sam2rtNode(Node):
         self.get_logger().info(f"{stats.frames / elapsed:.1f} FPS, latency mean/max {lat}, compute {comp}, "
                                f"dropped {stats.dropped} ({stats.dropped_total} in total), refused {stats.refused}, "
                                f"objects {self.worker.obj_ids}")
+
+
+def _memory(p: dict[str, Any]) -> dict[str, Any]:
+    """StreamTracker's memory= / samurai= from the memory and samurai parameters."""
+    import json
+
+    from sam2rt.runtime.memory_policy import SamuraiConfig
+
+    if not p["samurai"]:
+        return {"memory": p["memory"]}
+    try:
+        fields = json.loads(p["samurai"])
+    except json.JSONDecodeError as e:
+        raise Sam2rtError(f"parameter samurai is not JSON ({e}); pass an object such as {{\"kf_weight\": 0.2}}") from e
+    if not isinstance(fields, dict) or p["memory"] != "samurai":
+        raise Sam2rtError("parameter samurai takes a JSON object of SAMURAI's parameters, with memory:=samurai")
+    return {"memory": "samurai", "samurai": SamuraiConfig.for_model(load_manifest(p["model"]).model_name, **fields)}
 
 
 def _image_qos(name: str) -> QoSProfile:

@@ -18,3 +18,16 @@ def test_host_overhead_writes_json(exported_tiny_256: Path, tmp_path: Path) -> N
         (1, "result"), (4, "result"), (1, "logits"), (4, "logits")}
     assert all(r["frame"] == "1280x720" and r["frames"] == 4 and r["median_ms"] > 0 for r in rows)
     assert report["machine"]["loadavg_start"] is not None
+
+
+def test_host_overhead_samurai_beside_the_default(exported_tiny_256: Path, tmp_path: Path) -> None:
+    """``--memory samurai``: SAMURAI's rows measured beside the default's, past its unstable first frames."""
+    from sam2rt.cli import main
+
+    out = tmp_path / "host.json"
+    assert main(["bench", "--model", str(exported_tiny_256), "--host-overhead", "--memory", "samurai",
+                 "--frames", "24", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["host_overhead"]
+    assert sorted((r["memory"], r["objects"]) for r in rows) == sorted(
+        [(m, k) for m in ("sam2", "samurai") for k in (1, 4)] * 2 * 3)  # 2 outputs, 3 rounds
+    assert all(r["frames"] == (14 if r["memory"] == "sam2" else 4) and r["median_ms"] > 0 for r in rows)

@@ -55,10 +55,17 @@ class FakeGraphs:
                     bump = np.exp(-((xx - x * h4 / self.S) ** 2 + (yy - y * h4 / self.S) ** 2) / (h4 / 6) ** 2)
                     base[b] += (3.0 if label == 1 else -3.0) * bump
         low = (4 * np.tanh(base - base.mean((1, 2), keepdims=True) + 0.1)).astype(np.float32)[:, None]
-        return {"low_res_masks": low, "iou": np.tanh(low.mean((2, 3))), "obj_ptr": np.tanh(embed.mean((2, 3))),
+        c = np.arange(4, dtype=np.float32)
+        # candidates that differ (a memory policy's choice matters): shifted masks, spread IoUs, own pointers
+        cands = np.concatenate([np.roll(low, 2 * k, axis=-1) for k in range(4)], 1)  # (B, 4, h4, h4)
+        side = low[:, 0, :, : h4 // 2].mean((1, 2)) - low[:, 0, :, h4 // 2:].mean((1, 2))  # (B,) per object
+        ious = 0.4 + 0.5 * np.sin(0.7 * c + 40 * embed.mean((1, 2, 3))[:, None] + 8 * low.mean((2, 3))
+                                  + 20 * side[:, None])
+        ptr = np.tanh(embed.mean((2, 3)))  # (B, 256)
+        return {"low_res_masks": low, "iou": np.tanh(low.mean((2, 3))), "obj_ptr": ptr,
                 "object_score_logits": (1 + low.mean((2, 3))).astype(np.float32),
-                "mask_candidates": np.repeat(low, 4, 1), "iou_candidates": np.repeat(low.mean((2, 3)), 4, 1),
-                "selected_candidate": np.zeros(B, np.int32)}
+                "mask_candidates": cands, "iou_candidates": ious, "selected_candidate": np.zeros(B, np.int32),
+                "obj_ptr_candidates": np.tanh(ptr[:, None] + 0.2 * c[None, :, None])}
 
     def memory_encoder(self, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         logits = f["mask_logits"][:, 0]
