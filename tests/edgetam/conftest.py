@@ -1,6 +1,7 @@
 """EdgeTAM fixtures. Its reference (edgetam-dimos) lives in .venv-edgetam (`make edgetam-env`); `make test` runs
 this folder there a second time. In the main venv (official sam2==1.1.0) the tests that need it skip. Runtime: 15
-tests in 218 s on 2 shared vCPUs (load 6-7), 256 px."""
+tests in 218 s on 2 shared vCPUs (load 6-7), 256 px, in a run where test_variants failed early (fixed
+since; with it, about 4 min)."""
 
 from __future__ import annotations
 
