@@ -2,7 +2,7 @@
 
 The public API is one import away::
 
-    from sam2rt import VideoPredictor, StreamTracker, ImagePredictor, load, Sam2rtError
+    from sam2rt import VideoPredictor, StreamTracker, ImagePredictor, AutomaticMaskGenerator, load, Sam2rtError
 
 Importing the package loads neither torch, tensorrt nor onnxruntime: the classes and ``load`` are imported
 on first use (module ``__getattr__``), so ``import sam2rt`` stays instant and CLI help does not pay for them.
@@ -23,11 +23,13 @@ _LAZY = {
     "VideoPredictor": "sam2rt.runtime.predictor",
     "StreamTracker": "sam2rt.runtime.stream",
     "ImagePredictor": "sam2rt.runtime.image_predictor",
+    "AutomaticMaskGenerator": "sam2rt.runtime.automatic",
     "load": "sam2rt.runtime.model",
 }
-__all__ = ["VideoPredictor", "StreamTracker", "ImagePredictor", "load", "Sam2rtError", "__version__"]
+__all__ = ["VideoPredictor", "StreamTracker", "ImagePredictor", "AutomaticMaskGenerator", "load", "Sam2rtError", "__version__"]
 
 if TYPE_CHECKING:  # editors and type checkers see the real objects
+    from sam2rt.runtime.automatic import AutomaticMaskGenerator
     from sam2rt.runtime.image_predictor import ImagePredictor
     from sam2rt.runtime.model import load
     from sam2rt.runtime.predictor import VideoPredictor

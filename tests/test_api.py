@@ -11,7 +11,8 @@ import pytest
 
 import sam2rt
 
-PUBLIC = ("VideoPredictor", "StreamTracker", "ImagePredictor", "load", "Sam2rtError", "__version__")
+PUBLIC = ("VideoPredictor", "StreamTracker", "ImagePredictor", "AutomaticMaskGenerator", "load", "Sam2rtError",
+          "__version__")
 HEAVY = ("torch", "tensorrt", "onnxruntime", "cv2")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sam2rt.cli.everything import add_generator_args, segment_everything
 from sam2rt.cli.random_weights import say_random_weights
 from sam2rt.errors import Sam2rtError
 
@@ -46,6 +47,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from sam2rt.runtime.image_predictor import ImagePredictor
     from sam2rt.staging import claimed, clean_stale, write_all_or_nothing
 
+    if args.everything:
+        return _cmd_everything(args)
     if not args.point and args.box is None:
         raise Sam2rtError("no prompt: pass --point X,Y[,LABEL] (repeatable) and/or --box X0,Y0,X1,Y1")
     prompt = prompts_from_flags(args.point, args.box)[0]  # checks the flags; the predictor checks the range
@@ -78,11 +81,26 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_everything(args: argparse.Namespace) -> int:
+    from sam2rt.runtime.image_files import read_image
+
+    if args.point or args.box is not None:
+        raise Sam2rtError("--everything prompts the whole image itself; drop --point/--box")
+    if args.out.suffix.lower() != ".png" or args.out.is_dir():
+        raise Sam2rtError(f"--out {args.out}: the label image is a PNG; use a file name ending in .png")
+    try:
+        rgb = read_image(args.image)
+    except Sam2rtError as e:
+        raise Sam2rtError(f"--image: {e}") from None
+    return segment_everything(args, rgb)
+
+
 _EPILOG = """\
 examples:
   sam2rt segment --model models/tiny --image truck.jpg --point 500,375 --out mask.png
   sam2rt segment --model models/tiny --image truck.jpg --box 75,275,1725,850 --point 575,750,0 --out mask.png
   sam2rt segment --model models/tiny --image truck.jpg --point 500,375 --out mask.png --all-masks
+  sam2rt segment --model models/tiny --image truck.jpg --everything --out labels.png  (+ .json, _overlay.png)
 """
 
 
@@ -104,4 +122,8 @@ def add_segment(sub: argparse._SubParsersAction) -> None:
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT "
                         "engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    p.add_argument("--everything", action="store_true",
+                   help="segment everything (no prompt): --out is a label PNG, with OUT_STEM.json (COCO) and "
+                        "OUT_STEM_overlay.png beside it")
+    add_generator_args(p)
     p.set_defaults(func=_cmd_segment)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from sam2rt.cli.everything import add_seed_args, seed_everything, seed_from_args
 from sam2rt.cli.memory_args import add_memory_args, memory_options
 from sam2rt.cli.overlay import write_overlay
 from sam2rt.cli.random_weights import say_random_weights
@@ -52,6 +53,7 @@ class TrackConfig:
     threads: int = 0
     caption: str | None = None
     progress: bool = True
+    everything: dict[str, Any] | None = None  # track --everything: sam2rt.cli.everything.seed_from_args
     memory: str = "sam2"
     samurai: Any = None
 
@@ -211,9 +213,9 @@ def track_video(cfg: TrackConfig, predictor: Any | None = None) -> TrackResult:
     from sam2rt.staging import claimed
 
     t0 = time.perf_counter()
-    if not cfg.prompts:
-        raise Sam2rtError("no prompt: give at least one point, box or mask")
-    if cfg.memory == "samurai" and min(p.frame for p in cfg.prompts) > 0:
+    if not cfg.prompts and cfg.everything is None:
+        raise Sam2rtError("no prompt: give at least one point, box or mask (or --everything)")
+    if cfg.memory == "samurai" and cfg.prompts and min(p.frame for p in cfg.prompts) > 0:
         raise Sam2rtError("--memory samurai tracks forward only, so the first prompt must be on frame 0 (frames "
                           "before it would need reverse tracking); move it, or use --memory sam2")
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
@@ -241,6 +243,8 @@ def _track_claimed(cfg: TrackConfig, t0: float, predictor: Any | None) -> TrackR
         many = cfg.progress and len(cfg.prompts) >= 4  # each prompt runs the decoder: show progress on many
         for prompt in tqdm(cfg.prompts, desc="prompts", unit="prompt", disable=not many):
             apply_prompt(predictor, state, prompt)
+        if cfg.everything is not None:
+            seed_everything(predictor, state, cfg.everything, cfg.model, cfg.backend, cfg.threads)
         fps = video_fps(cfg.video)
         produced, seconds = _run_in_place(cfg, predictor, state, fps)
     finally:
@@ -275,7 +279,7 @@ def _run_staged(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: fl
             mask_tmp = Path(stack.enter_context(
                 tempfile.TemporaryDirectory(dir=cfg.masks_dir.parent, prefix=temp_prefix("masks"))))
         mask_root = mask_tmp / "masks"
-        start = min(p.frame for p in cfg.prompts)
+        start = min([p.frame for p in cfg.prompts] + ([cfg.everything["frame"]] if cfg.everything else []))
         produced, seconds = propagate(predictor, state, start, mask_root, cfg.progress)
         video_tmp = tmp / f"overlay{cfg.out.suffix}"
         write_overlay(state["frames"], mask_root, state["obj_ids"], video_tmp, fps, cfg.caption, cfg.progress)
@@ -291,10 +295,14 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
     if args.prompts is not None and (args.point or args.box is not None):
         raise Sam2rtError("pass either --prompts FILE or --point/--box, not both")
-    prompts = load_prompts(args.prompts) if args.prompts is not None else prompts_from_flags(args.point, args.box)
+    flags = bool(args.point) or args.box is not None
+    if args.prompts is not None:
+        prompts = load_prompts(args.prompts)
+    else:  # --everything alone needs no prompt
+        prompts = prompts_from_flags(args.point, args.box) if flags or not args.everything else []
     cfg = TrackConfig(model=args.model, video=args.video, prompts=tuple(prompts), out=args.out,
                       masks_dir=args.masks_dir, backend=args.backend, threads=args.threads,
-                      **memory_options(args, args.model))
+                      everything=seed_from_args(args), **memory_options(args, args.model))
     print_summary(track_video(cfg))
     say_random_weights(args.model)  # after the work, so that an error stays the only line
     return 0
@@ -322,6 +330,7 @@ mask paths relative to the JSON file; PNG non-zero = object):
 examples:
   sam2rt track --model models/tiny --video clip.mp4 --point 420,260 --out overlay.mp4
   sam2rt track --model models/tiny --video frames/ --prompts prompts.json --out overlay.mp4 --masks-dir out_masks
+  sam2rt track --model models/tiny --video clip.mp4 --everything --max-objects 8 --min-area 500 --out overlay.mp4
 """
 
 
@@ -342,5 +351,6 @@ def add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    add_seed_args(p)
     add_memory_args(p)
     p.set_defaults(func=_cmd_track)
