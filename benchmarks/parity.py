@@ -58,6 +58,11 @@ def official_predictor(manifest: Manifest, checkpoint: Path | None, seed: int | 
 def run_steps(predictor, video: Any, steps: Sequence[Step],
               frame_hook: Callable[[], Any] = contextlib.nullcontext) -> list[tuple[str, int, list, np.ndarray]]:
     """Apply ``steps`` to a predictor with the official API; returns every (step, frame, obj_ids, masks)."""
+    objects = {step[2] for step in steps if step[0] in ("points", "mask")}
+    if getattr(predictor, "spatial_perceiver", None) is not None and len(objects) > 1:
+        raise Sam2rtError(f"the official EdgeTAM predictor cannot track {len(objects)} objects in one run (its "
+                          "perceiver encodes one object's memory at a time: upstream EdgeTAM#15); compare one "
+                          "object per prompts file (tests/edgetam compare objects one at a time)")
     results = []
     with frame_hook():
         state = predictor.init_state(video)

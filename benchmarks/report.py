@@ -220,11 +220,16 @@ def _official_text(o: dict[str, Any]) -> str:
     iou = o["iou"]
     speed = (f"speedup {o['speedup_vs_official']:.2f}x (propagation only {o['propagate_speedup_vs_official']:.2f}x)"
              if o["speedup_vs_official"] else "speedup not quoted: the results differ (see IoU)")
-    return (f"official SAM2VideoPredictor, same {o['frames']} JPEG frames, {o['objects']} objects, "
+    states = f" ({o['official_states']})" if o.get("official_states", "one") != "one" else ""
+    return (f"official SAM2VideoPredictor, same {o['frames']} JPEG frames, {o['objects']} objects{states}, "
             f"{o['device']}, hole filling {'on' if o['fill_hole_area'] else 'off'} in both:\n"
             f"  s/frame (init + prompts + propagation) official {o['official_s_per_frame']:.3f}, "
             f"sam2rt {o['ours_s_per_frame']:.3f}; {speed}\n"
             f"  IoU vs official: {iou['masks']} frame-object masks, mean {iou['mean']:.6f}, min {iou['min']:.6f}, "
             f"max |logit diff| {iou['max_logit_diff']:.2e} -> {'match' if iou['results_match'] else 'MISMATCH'}"
-            + (f"; where both find the object mean {iou['mean_both_present']:.6f}, presence disagreements "
+            + (f"; where both find the object mean {_maybe(iou['mean_both_present'])}, presence disagreements "
                f"{iou['presence_disagreements']}" if "presence_disagreements" in iou else ""))
+
+
+def _maybe(x: float | None) -> str:
+    return "n/a (no such frame)" if x is None else f"{x:.6f}"

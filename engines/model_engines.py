@@ -63,7 +63,8 @@ def build_model_engines(model_dir: str | Path, out: str | Path, cfg: BuildConfig
         f"{device.gpu} (compute {device.compute_capability}), TensorRT {device.tensorrt} -> {out}")
     for i, (name, (spec, onnx_path, precision)) in enumerate(sources.items(), 1):
         graph_cfg = cfg.for_graph(name)  # TF32 never on for the pre/postprocessing graphs
-        profiles = {k: p.to_json() for k, p in graph_profiles(spec, manifest.image_size, cfg).items()}
+        shapes = graph_profiles(spec, manifest.image_size, cfg, manifest.memory_tokens)
+        profiles = {k: p.to_json() for k, p in shapes.items()}
         file = f"{name}.engine"
         key = cache_key(device, sha256_file(onnx_path), precision, profiles, graph_cfg)
         prior = old.get(name)
@@ -73,7 +74,8 @@ def build_model_engines(model_dir: str | Path, out: str | Path, cfg: BuildConfig
             continue
         log(f"[{i}/{len(sources)}] {name}: building from {onnx_path.name}")
         start = time.perf_counter()
-        data = build_fn(onnx_path, graph_cfg, profiles=graph_profiles(spec, manifest.image_size, cfg), log=log)
+        data = build_fn(onnx_path, graph_cfg, log=log,
+                        profiles=graph_profiles(spec, manifest.image_size, cfg, manifest.memory_tokens))
         write_atomic(out / file, data)
         entries[name] = engine_entry(name, onnx_path, file, data, device, precision, profiles, graph_cfg)
         log(f"[{i}/{len(sources)}] {name}: {len(data) / 2**20:.1f} MiB in {time.perf_counter() - start:.0f} s")

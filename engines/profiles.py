@@ -41,14 +41,16 @@ def dim_ranges(cfg: BuildConfig) -> dict[str, tuple[int, int, int]]:
             "Hm": (1, min(1080, side), side), "Wm": (1, min(1920, side), side)}
 
 
-def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig) -> dict[str, Profile]:
+def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig,
+                   memory_tokens: int | None = None) -> dict[str, Profile]:
     """The profile of every input of ``spec`` that has a dynamic axis (static inputs need none).
 
     Returns {input name: Profile}, e.g. memory_attention "memory": min (1, 1, hw, 64), opt (10, 1, hw, 64),
-    max (10, 16, hw, 64) with the default bank at 16 objects.
+    max (10, 16, hw, 64) with the default bank at 16 objects. ``memory_tokens``: the manifest's T (EdgeTAM's
+    perceiver latents); None: hw (SAM 2).
     """
     C.check_image_size(image_size)
-    spatial = C.resolve_dims(image_size)
+    spatial = C.resolve_dims(image_size, memory_tokens)
     ranges = {**dim_ranges(cfg), **tap_ranges(image_size, cfg.max_frame_side)}  # Tr, Tc: preprocessing taps
     profiles: dict[str, Profile] = {}
     for t in spec.inputs:
@@ -71,9 +73,9 @@ def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig) -> dict
     return profiles
 
 
-def all_profiles(image_size: int, cfg: BuildConfig) -> dict[str, dict[str, Profile]]:
+def all_profiles(image_size: int, cfg: BuildConfig, memory_tokens: int | None = None) -> dict[str, dict[str, Profile]]:
     """Profiles of the four graphs, the two preprocessing graphs and the postprocessing graph, by graph name."""
-    return {spec.name: graph_profiles(spec, image_size, cfg)
+    return {spec.name: graph_profiles(spec, image_size, cfg, memory_tokens)
             for spec in (*C.GRAPHS, *C.PREPROCESS_GRAPHS, C.POSTPROCESS)}
 
 

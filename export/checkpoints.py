@@ -45,8 +45,13 @@ def _validate_choice(checkpoint: Path | None, random_seed: int | None) -> None:
         raise Sam2rtError(f"invalid seed {random_seed!r}: use a non-negative integer, e.g. `--seed 0`")
 
 
-def _instantiate(config: str, image_size: int) -> Any:
+def _instantiate(config: str, image_size: int, family: str = "sam2") -> Any:
     """The official video predictor at ``image_size``, with the global RNG's current state."""
+    from sam2rt.export.edgetam_model import instantiate_edgetam, require_reference
+
+    if family == "edgetam":
+        return instantiate_edgetam(config, image_size)
+    require_reference(family)
     from sam2.build_sam import build_sam2_video_predictor
 
     feat = image_size // 16
@@ -77,7 +82,7 @@ def build_model(
     state_dict = _read_checkpoint(Path(checkpoint), name) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_seed or 0)
-        model = _instantiate(info.config, image_size)
+        model = _instantiate(info.config, image_size, info.family)
     if state_dict is not None:
         _check_keys(model, state_dict, name)
         model.load_state_dict(state_dict, strict=True)

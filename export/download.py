@@ -143,9 +143,26 @@ def download(
         if problem is None:
             raise
         raise Sam2rtError(f"the cached {target} is unusable ({problem}) and downloading it again failed: {e}") from None
+    if info.git_blob_sha1 is not None and git_blob_sha1(part) != info.git_blob_sha1:
+        part.unlink()
+        raise Sam2rtError(f"the download of {name} from {url or info.url} is not the published checkpoint (its git "
+                          f"object id differs from {info.git_blob_sha1}); it was deleted: try again, or fetch the file "
+                          "from the model's repository and pass --checkpoint PATH")
     _write_record(target, part)
     os.replace(part, target)
     return target
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The git object id of a file's content (SHA-1 of ``blob <size>\\0`` + content): how a checkpoint committed
+    to a git repository (EdgeTAM's) is identified there."""
+    import hashlib
+
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _record_path(target: Path) -> Path:

@@ -18,6 +18,9 @@ from tqdm import tqdm
 from sam2rt import __version__, contract as C
 from sam2rt.errors import Sam2rtError
 from sam2rt.export.checkpoints import ModelSource, build_model, sha256_file
+from sam2rt.export.edgetam_graphs import (EdgeTamMaskDecoderGraph, EdgeTamMemoryAttentionGraph,
+                                         EdgeTamMemoryEncoderGraph, memory_tokens)
+from sam2rt.export.edgetam_model import reference_version
 from sam2rt.export.fold import FoldResult, fold_file
 from sam2rt.export.image_encoder import ImageEncoderGraph
 from sam2rt.export.mask_decoder import MaskDecoderGraph
@@ -25,6 +28,7 @@ from sam2rt.export.memory_attention import ATTENTION_FORMS, MemoryAttentionGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 from sam2rt.export.verify import format_table, verify_graphs
 from sam2rt.manifest import TRACKING_KEYS, make_output_dir, write_manifest
+from sam2rt.models import model_info
 from sam2rt.staging import clean_stale, temp_prefix
 
 OPSET = 18
@@ -49,10 +53,12 @@ class ExportConfig:
     attention: str = "fused"
 
 
-def _example_inputs(image_size: int, bank: C.BankConfig) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Tracing inputs with every dynamic dim > 1 so the exporter cannot specialise on it."""
-    d = C.resolve_dims(image_size)
-    h, h2, h4, hw = d["h"], d["h2"], d["h4"], d["hw"]
+def _example_inputs(image_size: int, bank: C.BankConfig,
+                    tokens: int | None = None) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Tracing inputs with every dynamic dim > 1 so the exporter cannot specialise on it (``tokens``: memory
+    tokens per slot, T; hw by default)."""
+    d = C.resolve_dims(image_size, tokens)
+    h, h2, h4, hw = d["h"], d["h2"], d["h4"], d["T"]
     B, N, M, P = 2, 3, bank.memory_slots, bank.ptr_slots
     feat = torch.zeros(1, C.HIDDEN_DIM, h, h)
     flags = torch.tensor([True, False])
@@ -68,7 +74,19 @@ def _example_inputs(image_size: int, bank: C.BankConfig) -> dict[str, tuple[torc
     }
 
 
+def _memory_tokens(model) -> int | None:
+    """T for a model whose memories are compressed (EdgeTAM's perceiver); None: the hw feature map."""
+    return memory_tokens(model) if getattr(model, "spatial_perceiver", None) is not None else None
+
+
 def _wrappers(model, image_size: int, attention: str = "fused") -> dict[str, Callable[[], torch.nn.Module]]:
+    if _memory_tokens(model) is not None:  # EdgeTAM: SAM 2's image encoder and decoder, its own memory graphs
+        return {
+            "image_encoder": lambda: ImageEncoderGraph(model),
+            "memory_attention": lambda: EdgeTamMemoryAttentionGraph(model, image_size, attention),
+            "mask_decoder": lambda: EdgeTamMaskDecoderGraph(model),
+            "memory_encoder": lambda: EdgeTamMemoryEncoderGraph(model),
+        }
     return {
         "image_encoder": lambda: ImageEncoderGraph(model),
         "memory_attention": lambda: MemoryAttentionGraph(model, image_size, attention),
@@ -130,7 +148,8 @@ def _tracking_settings(model) -> dict:
 
 def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Path], verification: dict,
               folding: dict[str, FoldResult]) -> dict:
-    dims = C.resolve_dims(cfg.image_size)
+    tokens = _memory_tokens(model)
+    dims = C.resolve_dims(cfg.image_size, tokens)
     graphs = {}
     for spec in C.GRAPHS:
         graphs[spec.name] = {
@@ -141,16 +160,29 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
             "constant_folding": folding[spec.name].as_json(),
         }
     bank = {**asdict(cfg.bank), "memory_slots": cfg.bank.memory_slots, "ptr_slots": cfg.bank.ptr_slots}
+    family = model_info(source.name).family
+    model_fields = {"name": source.name, "version": source.version, "config": source.config,
+                    "image_size": cfg.image_size}
+    if tokens is not None:  # per-model dimensions the runtime reads (SAM 2's manifest stays as it was)
+        p = model.spatial_perceiver
+        model_fields.update(family=family, memory_tokens=tokens,
+                            memory_attention_layers=len(model.memory_attention.layers),
+                            perceiver={"latents_1d": p.num_latents, "latents_2d": p.num_latents_2d,
+                                       "depth": len(p.layers), "in": "memory_encoder"})
+    exporter = {"sam2rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__}
+    if family == "edgetam":
+        exporter["edgetam-dimos"] = reference_version(family)
+    else:
+        exporter["sam2"] = dist_version("sam2")
+    exporter["onnxruntime"] = dist_version("onnxruntime")
+    exporter["attention"] = cfg.attention
     return {
         "format": C.MANIFEST_FORMAT,
-        "model": {"name": source.name, "version": source.version, "config": source.config,
-                  "image_size": cfg.image_size},
+        "model": model_fields,
         "source": {"checkpoint_sha256": source.checkpoint_sha256, "random_seed": source.random_seed},
         "precision": "fp32",
         "opset": OPSET,
-        "exporter": {"sam2rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "sam2": dist_version("sam2"), "onnxruntime": dist_version("onnxruntime"),
-                     "attention": cfg.attention},
+        "exporter": exporter,
         "bank": bank,
         "tracking": _tracking_settings(model),
         "constants": C.CONSTANTS_NAME,
@@ -180,7 +212,7 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
                           "and the default; cpu: ONNX Runtime CPU only)")
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
     make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
-    inputs = _example_inputs(cfg.image_size, cfg.bank)
+    inputs = _example_inputs(cfg.image_size, cfg.bank, _memory_tokens(model))
     wrappers = _wrappers(model, cfg.image_size, cfg.attention)
     clean_stale(cfg.out)  # temporary folders of exports that were killed
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=temp_prefix("export")) as tmp:

@@ -81,7 +81,7 @@ class MaskDecoderGraph(nn.Module):
         m = self.model
         pe, dec = m.sam_prompt_encoder, m.sam_mask_decoder
         B = image_embed.shape[0]
-        sparse = pe._embed_points(point_coords, point_labels, pad=True)  # (B, N+1, 256)
+        sparse = self._embed_points(point_coords, point_labels)  # (B, N+1, 256)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = torch.where(has_mask_input[:, None, None, None], pe._embed_masks(mask_input), no_mask)
         high_res = [feat_s0.expand(B, -1, -1, -1), feat_s1.expand(B, -1, -1, -1)]
@@ -110,6 +110,10 @@ class MaskDecoderGraph(nn.Module):
                 obj_ptr = lam * obj_ptr
             obj_ptr = obj_ptr + (1 - lam) * m.no_obj_ptr
         return low_res, iou, obj_ptr, score, masks, ious, self._selected(masks, best, multimask), ptr_candidates
+
+    def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+        """The official sparse prompt embedding with its padding point: (B, N+1, 256)."""
+        return self.model.sam_prompt_encoder._embed_points(point_coords, point_labels, pad=True)
 
     def _selected(self, masks: torch.Tensor, best: torch.Tensor, multimask: torch.Tensor) -> torch.Tensor:
         """Index into the 4 candidates of the mask the selection above kept: (B,) int32.

@@ -107,10 +107,18 @@ class _Verifier:
         mem = self._encode_ref(logits, torch.ones(M * B, dtype=torch.bool), self.randn(M * B, 1))
         return mem.to(torch.bfloat16).float().reshape(M, B, -1, C.MEM_DIM)
 
+    def _memory_pos(self) -> torch.Tensor:
+        """The positional encoding of one memory, as the official bank keeps it: (T, 1, 64)."""
+        return _seq(self.m.memory_encoder.position_encoding(self.feat[:, :C.MEM_DIM]))
+
+    def _attention_kwargs(self, n_memories: int) -> dict:
+        """Extra arguments of the official memory attention (none for SAM 2)."""
+        return {}
+
     def _attention_ref(self, memory, valid, tpos, ptrs, ptr_valid, ptr_tpos) -> torch.Tensor:
         """Official memory attention per object, on only the valid memories and pointers."""
         m, outs = self.m, []
-        mem_pos = _seq(m.memory_encoder.position_encoding(self.feat[:, :C.MEM_DIM]))  # (hw, 1, 64)
+        mem_pos = self._memory_pos()  # (T, 1, 64)
         for b in range(memory.shape[1]):
             keys = [memory[i, b][:, None] for i in range(memory.shape[0]) if valid[i, b]]
             pos = [mem_pos + m.maskmem_tpos_enc[int(tpos[i, b])] for i in range(memory.shape[0]) if valid[i, b]]
@@ -118,7 +126,7 @@ class _Verifier:
             if not keys and not sel:
                 outs.append((_seq(self.feat) + m.no_mem_embed).permute(1, 2, 0).reshape(1, -1, self.h, self.h))
                 continue
-            n_ptr_tokens = 0
+            n_ptr_tokens, n_memories = 0, len(keys)
             if sel:
                 p = ptrs[sel, b][:, None]  # (P', 1, 256)
                 if m.add_tpos_enc_to_obj_ptrs:
@@ -132,7 +140,7 @@ class _Verifier:
                 n_ptr_tokens = len(sel) * split
             out = m.memory_attention(curr=[_seq(self.feat)], curr_pos=[_seq(self.pos[-1])],
                                      memory=torch.cat(keys), memory_pos=torch.cat(pos),
-                                     num_obj_ptr_tokens=n_ptr_tokens)
+                                     num_obj_ptr_tokens=n_ptr_tokens, **self._attention_kwargs(n_memories))
             outs.append(out.permute(1, 2, 0).reshape(1, -1, self.h, self.h))
         return torch.cat(outs)
 
@@ -229,7 +237,12 @@ def verify_graphs(model, graph_dir: Path, bank: C.BankConfig, seed: int = 0) -> 
     """Run every graph in ``graph_dir`` on ONNX Runtime and compare with the official PyTorch paths."""
     checks = {spec.name: GraphCheck(spec.name, tolerance=TOLERANCE_FP32) for spec in C.GRAPHS}
     with torch.inference_mode():
-        v = _Verifier(model, graph_dir, seed)
+        if getattr(model, "spatial_perceiver", None) is not None:
+            from sam2rt.export.edgetam_verify import EdgeTamVerifier
+
+            v = EdgeTamVerifier(model, graph_dir, seed)
+        else:
+            v = _Verifier(model, graph_dir, seed)
         v.image_encoder(checks["image_encoder"])
         v.memory_encoder(checks["memory_encoder"])
         v.memory_attention(checks["memory_attention"], bank)

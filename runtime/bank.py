@@ -104,10 +104,11 @@ def attended_cond_frames(rules: SelectionRules, bank: C.BankConfig) -> int:
 class BankInputs:
     """Preallocated memory-attention inputs for B objects (slot-major, see the contract)."""
 
-    def __init__(self, bank: C.BankConfig, batch: int, hw: int) -> None:
+    def __init__(self, bank: C.BankConfig, batch: int, tokens: int) -> None:
+        """``tokens``: memory tokens per slot (contract T: hw for SAM 2, the perceiver's latents for EdgeTAM)."""
         M, P = bank.memory_slots, bank.ptr_slots
         self.bank = bank
-        self.memory = np.zeros((M, batch, hw, C.MEM_DIM), np.float32)
+        self.memory = np.zeros((M, batch, tokens, C.MEM_DIM), np.float32)  # (M, B, T, 64)
         self.memory_valid = np.zeros((M, batch), np.bool_)
         self.memory_tpos = np.zeros((M, batch), np.int32)
         self.obj_ptrs = np.zeros((P, batch, C.HIDDEN_DIM), np.float32)

@@ -73,7 +73,7 @@ class Engine:
     def bank(self, batch: int) -> BankInputs:
         """Preallocated memory-attention inputs for ``batch`` objects (reused across frames)."""
         if batch not in self._banks:
-            self._banks[batch] = BankInputs(self.manifest.bank, batch, self.h * self.h)
+            self._banks[batch] = BankInputs(self.manifest.bank, batch, self.manifest.memory_tokens)
         return self._banks[batch]
 
     def use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:

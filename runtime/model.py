@@ -61,31 +61,33 @@ class Model:
         contexts' activation memory comes on top. E.g. 256 px, 1 object: see docs/tracker.md.
         """
         bank = self.engine.manifest.bank
-        dims = {**C.resolve_dims(self.engine.size), "M": bank.memory_slots, "P": bank.ptr_slots}
+        dims = {**self.engine.manifest.dims, "M": bank.memory_slots, "P": bank.ptr_slots}
         return (planned_bytes(FRAME_TENSORS, dims) + planned_bytes(OBJECT_TENSORS, {**dims, "B": objects, "N": 1})
                 + planned_bytes(OBJECT_TENSORS, {**dims, "B": 1, "N": points}))
 
 
 def stream_device_bytes(image_size: int, bank: C.BankConfig, objects: int, frame: tuple[int, int],
-                        points: int, rounder_objects: int) -> dict[str, int]:
+                        points: int, rounder_objects: int, memory_tokens: int | None = None) -> dict[str, int]:
     """Device and pinned bytes of one live stream's buffers on TensorRT (what ``TrtExecutor`` allocates besides
     its scratch): frame, bank and step buffers for ``objects``, prompt buffers for ``points``, the uint8 frame
-    and its resize weights, the bf16 rounder's output, the device masks at ``frame`` size (H, W)."""
-    dims = {**C.resolve_dims(image_size), "M": bank.memory_slots, "P": bank.ptr_slots}
+    and its resize weights, the bf16 rounder's output, the device masks at ``frame`` size (H, W).
+    memory_tokens: tokens per bank slot (contract T; None: hw, SAM 2)."""
+    dims = {**C.resolve_dims(image_size, memory_tokens), "M": bank.memory_slots, "P": bank.ptr_slots}
     H, W = frame
-    S, h4, hw = dims["S"], dims["h4"], dims["hw"]
+    S, h4, T = dims["S"], dims["h4"], dims["T"]
     from sam2rt.engines.preprocess import resize_inputs
 
     staging = H * W * 3 + sum(v.nbytes for v in resize_inputs(H, W, S).feeds.values())  # frame + resize feeds
     masks = objects * (H * W + 4 * h4 * h4) + 4 * (H * h4 + h4 * W)  # masks, uploaded logits, weights
     device = (planned_bytes(FRAME_TENSORS, dims) + planned_bytes(OBJECT_TENSORS, {**dims, "B": objects, "N": 1})
               + planned_bytes(OBJECT_TENSORS, {**dims, "B": 1, "N": points}) + staging + masks
-              + 4 * rounder_objects * hw * C.MEM_DIM)
+              + 4 * rounder_objects * T * C.MEM_DIM)
     return {"device": device, "pinned": staging + masks}  # pinned: an upper bound (mirrored buffers only)
 
 
 def memory_estimate(engines: dict[str, Any], weight_bytes: int, image_size: int, bank: C.BankConfig,
-                    objects: int, frame: tuple[int, int], max_objects: int, points: int) -> dict[str, float]:
+                    objects: int, frame: tuple[int, int], max_objects: int, points: int,
+                    memory_tokens: int | None = None) -> dict[str, float]:
     """MiB one process with one live stream needs on TensorRT, from the engines' own figures.
 
     engines: name -> TrtEngine (its ``scratch_bytes`` is TensorRT's ``device_memory_size_v2``); weight_bytes:
@@ -94,7 +96,7 @@ def memory_estimate(engines: dict[str, Any], weight_bytes: int, image_size: int,
     """
     mib = 1 / 2**20
     scratch = max(e.scratch_bytes for e in engines.values())
-    buffers = stream_device_bytes(image_size, bank, objects, frame, points, max_objects)
+    buffers = stream_device_bytes(image_size, bank, objects, frame, points, max_objects, memory_tokens)
     return {"engines_mib": weight_bytes * mib, "scratch_per_stream_mib": scratch * mib,
             "buffers_per_stream_mib": buffers["device"] * mib, "pinned_per_stream_mib": buffers["pinned"] * mib,
             "one_stream_mib": (weight_bytes + scratch + buffers["device"]) * mib,
@@ -114,7 +116,7 @@ def engine_memory(model_dir: str | Path, engine_dir: str | Path | None = None, o
 
     manifest = load_manifest(model_dir)
     return memory_estimate(engines, weights, manifest.image_size, manifest.bank, objects or cfg.max_objects,
-                           frame, cfg.max_objects, cfg.max_points_fed)
+                           frame, cfg.max_objects, cfg.max_points_fed, manifest.memory_tokens)
 
 
 def load(model_dir: str | Path, backend: str = "ort", threads: int = 0,

@@ -74,7 +74,7 @@ class StreamTracker:
         self._policy = PolicyStep(self) if self.policy.needs_candidates else None
         self.fill_hole_area = engine.tracking["fill_hole_area"] if fill_hole_area is None else fill_hole_area
         self.bgr = bgr
-        self.dims = {**C.resolve_dims(engine.size), "M": engine.manifest.bank.memory_slots,
+        self.dims = {**engine.manifest.dims, "M": engine.manifest.bank.memory_slots,
                      "P": engine.manifest.bank.ptr_slots}
         DeviceBank(engine.manifest.bank, self.rules)  # checks the bank fits the model once
         self._closed = False

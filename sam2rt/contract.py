@@ -7,14 +7,16 @@ name. Shapes use symbols that are resolved per model with :func:`resolve_dims`:
 S     model input size (image_size, 1024 by default)
 h     S // 16, the side of the stride-16 feature map (64 at 1024 px); ``hw`` is h * h
 h2    2 * h (stride-8 high-res feature), h4 = 4 * h (stride-4 feature and low-res mask logits)
+T     memory tokens per bank slot: hw for SAM 2 (the memory feature map), the spatial perceiver's latents
+      for EdgeTAM (512); recorded in the manifest (``model.memory_tokens``)
 B     objects (dynamic): all objects of a frame go through a graph in one call
 N     prompt points per object (dynamic)
 M     memory slots (dynamic): conditioning slots + recent slots
 P     object-pointer slots (dynamic)
 ====  =========================================================================================
 
-Memory layout is slot-major, ``(M, B, hw, 64)``: one slot is one contiguous ``(B, hw, 64)`` block, so the
-memory encoder's output (``(B, hw, 64)``) is written straight into its slot by IO binding.
+Memory layout is slot-major, ``(M, B, T, 64)``: one slot is one contiguous ``(B, T, 64)`` block, so the
+memory encoder's output (``(B, T, 64)``) is written straight into its slot by IO binding.
 """
 
 from __future__ import annotations
@@ -81,10 +83,11 @@ class GraphSpec:
 DYNAMIC_DIMS = ("B", "N", "M", "P")
 
 
-def resolve_dims(image_size: int) -> dict[str, int]:
-    """Spatial symbols for one image size."""
+def resolve_dims(image_size: int, memory_tokens: int | None = None) -> dict[str, int]:
+    """Spatial symbols for one image size; ``memory_tokens`` (T) defaults to hw, SAM 2's memory feature map."""
     h = image_size // 16
-    return {"S": image_size, "h": h, "h2": 2 * h, "h4": 4 * h, "hw": h * h}
+    return {"S": image_size, "h": h, "h2": 2 * h, "h4": 4 * h, "hw": h * h,
+            "T": h * h if memory_tokens is None else memory_tokens}
 
 
 def _t(name: str, dtype: str, shape: tuple[Dim, ...], doc: str) -> TensorSpec:
@@ -105,7 +108,7 @@ MEMORY_ATTENTION = GraphSpec(
     name="memory_attention",
     inputs=(
         _t("vision_feat", "float32", (1, HIDDEN_DIM, "h", "h"), "current frame's feature, shared by all objects"),
-        _t("memory", "float32", ("M", "B", "hw", MEM_DIM), "memory bank, slot-major"),
+        _t("memory", "float32", ("M", "B", "T", MEM_DIM), "memory bank, slot-major"),
         _t("memory_valid", "bool", ("M", "B"), "slot holds a memory for this object"),
         _t("memory_tpos", "int32", ("M", "B"), "index into maskmem_tpos_enc: num_maskmem - 1 - t_pos (6 = conditioning)"),
         _t("obj_ptrs", "float32", ("P", "B", HIDDEN_DIM), "object-pointer bank"),
@@ -155,7 +158,7 @@ MEMORY_ENCODER = GraphSpec(
         _t("object_score_logits", "float32", ("B", 1), "adds the no-object embedding where <= 0"),
     ),
     outputs=(
-        _t("memory", "float32", ("B", "hw", MEM_DIM), "memory features (float32; the bank rounds them to bfloat16 on store)"),
+        _t("memory", "float32", ("B", "T", MEM_DIM), "memory features (float32; the bank rounds them to bfloat16 on store)"),
     ),
 )
 

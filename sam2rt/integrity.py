@@ -176,7 +176,7 @@ def check_graph_shapes(runners: Mapping[str, Any], manifest: Manifest) -> None:
     Checked on ONNX Runtime sessions (TensorRT engines are built from these graphs and check themselves);
     a mismatch otherwise surfaces as an ONNX Runtime traceback on the first frame.
     """
-    dims = C.resolve_dims(manifest.image_size)
+    dims = manifest.dims
     for spec in C.GRAPHS:
         session = getattr(runners.get(spec.name), "session", None)
         if session is None:

@@ -33,6 +33,17 @@ class Manifest:
         return int(self.raw["model"]["image_size"])
 
     @property
+    def memory_tokens(self) -> int:
+        """Tokens per memory-bank slot (contract symbol T): EdgeTAM records its perceiver's latents; SAM 2 is hw."""
+        h = self.image_size // 16
+        return int(self.raw["model"].get("memory_tokens", h * h))
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """The contract's fixed symbols (S, h, h2, h4, hw, T) for this model."""
+        return C.resolve_dims(self.image_size, self.memory_tokens)
+
+    @property
     def model_name(self) -> str:
         return str(self.raw["model"]["name"])
 

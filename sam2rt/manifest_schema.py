@@ -92,6 +92,8 @@ def validate_structure(raw: Any, where: str, hint: str) -> None:
     f.get("format", "an integer", _is_int)
     f.get("model.name", "a model name string", lambda v: isinstance(v, str) and bool(v))
     f.get("model.image_size", "a multiple of 32, at least 128", lambda v: _is_int(v) and v >= 128 and v % 32 == 0)
+    if isinstance(raw.get("model"), dict) and "memory_tokens" in raw["model"]:
+        f.get("model.memory_tokens", "an integer >= 1", _at_least(1))
     for spec in C.GRAPHS:
         f.get(f"graphs.{spec.name}.file", "a file name in the model folder", _is_file_name)
         entry = raw["graphs"][spec.name]

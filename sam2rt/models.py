@@ -1,4 +1,5 @@
-"""The official SAM 2 / SAM 2.1 models: names, hydra configs, checkpoint URLs, and where sam2rt caches files."""
+"""The official SAM 2 / SAM 2.1 models and EdgeTAM: names, hydra configs, checkpoint URLs, reference packages,
+and where sam2rt caches files."""
 
 from __future__ import annotations
 
@@ -18,13 +19,19 @@ class ModelInfo:
     name: the user-facing name, e.g. ``sam2.1_hiera_tiny``.
     config: the hydra config inside the official ``sam2`` package.
     url: Meta's public checkpoint URL.
-    version: ``"2.0"`` or ``"2.1"``.
+    version: ``"2.0"``, ``"2.1"`` or ``"edgetam"``.
+    family: ``"sam2"`` (reference: the ``sam2==1.1.0`` package) or ``"edgetam"`` (reference: ``edgetam-dimos``,
+        the EdgeTAM repository's ``sam2`` package, in its own environment: ``make edgetam-env``).
+    git_blob_sha1: the checkpoint's git object id where the file lives in a git repository (EdgeTAM's
+        ``checkpoints/edgetam.pt``): a downloaded file is checked against it.
     """
 
     name: str
     config: str
     url: str
     version: str
+    family: str = "sam2"
+    git_blob_sha1: str | None = None
 
 
 def _model(version: str, size: str, short: str) -> ModelInfo:
@@ -39,6 +46,14 @@ _SIZES = [("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l")]
 MODELS: dict[str, ModelInfo] = {
     m.name: m for version in ("2.1", "2.0") for size, short in _SIZES for m in [_model(version, size, short)]
 }
+# EdgeTAM (facebookresearch/EdgeTAM, Apache-2.0): the checkpoint is committed to the repository itself
+# (checkpoints/edgetam.pt, commit 9cc44bf); its git object id there is what a download is checked against.
+EDGETAM = ModelInfo(
+    name="edgetam", config="configs/edgetam.yaml",
+    url="https://github.com/facebookresearch/EdgeTAM/raw/9cc44bfe9e16cc374242917b91283c718410ea87/checkpoints/edgetam.pt",
+    version="edgetam", family="edgetam", git_blob_sha1="abd54d22bbd22ba3e53cf59a307e59e0f3701be6",
+)
+MODELS[EDGETAM.name] = EDGETAM
 
 
 def model_info(name: str) -> ModelInfo:

@@ -57,8 +57,9 @@ class OrtRunner(GraphRunner):
     """
 
     def __init__(self, spec: C.GraphSpec, image_size: int, path: str | Path,
-                 threads: int = 0, providers: str | Sequence[str] | None = None) -> None:
-        super().__init__(spec, image_size)
+                 threads: int = 0, providers: str | Sequence[str] | None = None,
+                 memory_tokens: int | None = None) -> None:
+        super().__init__(spec, image_size, memory_tokens)
         if not isinstance(threads, int) or threads < 0:
             raise Sam2rtError(f"threads must be an integer >= 0 (0 = ONNX Runtime's default), got {threads!r}")
         self.path = Path(path)
@@ -134,15 +135,17 @@ class OrtGpuRunner(OrtRunner):
     """
 
     def __init__(self, spec: C.GraphSpec, image_size: int, path: str | Path, threads: int = 0,
-                 providers: str | Sequence[str] | None = None, cache_dir: str | Path | None = None) -> None:
+                 providers: str | Sequence[str] | None = None, cache_dir: str | Path | None = None,
+                 memory_tokens: int | None = None) -> None:
         self._cache_dir = cache_dir
-        super().__init__(spec, image_size, path, threads=threads, providers=providers)
+        super().__init__(spec, image_size, path, threads=threads, providers=providers, memory_tokens=memory_tokens)
 
     def _providers(self, providers: str | Sequence[str] | None) -> tuple[list[str], list[dict[str, str]]]:
         from sam2rt.runtime.backends.ort_gpu import gpu_providers
 
         requested = [providers] if isinstance(providers, str) else providers
-        return gpu_providers(self.spec, self.image_size, requested, self._cache_dir)
+        return gpu_providers(self.spec, self.image_size, requested, self._cache_dir,
+                             memory_tokens=self._spatial["T"])
 
     def _run(self, feeds: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         binding = self.session.io_binding()
@@ -201,8 +204,8 @@ def load_runners(model_dir: str | Path, backend: str = "ort", threads: int = 0,
 
         cache = Path(engine_dir) if engine_dir is not None else default_engine_dir(model_dir) / ORT_TRT_CACHE
         return {spec.name: OrtGpuRunner(spec, manifest.image_size, manifest.graph_path(spec.name), threads=threads,
-                                        providers=providers, cache_dir=cache)
+                                        providers=providers, cache_dir=cache, memory_tokens=manifest.memory_tokens)
                 for spec in specs}
     return {spec.name: OrtRunner(spec, manifest.image_size, manifest.graph_path(spec.name),
-                                 threads=threads, providers=providers)
+                                 threads=threads, providers=providers, memory_tokens=manifest.memory_tokens)
             for spec in specs}

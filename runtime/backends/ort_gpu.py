@@ -29,7 +29,7 @@ def _shapes(profiles: dict[str, Profile], which: str) -> str:
 
 
 def tensorrt_provider_options(spec: C.GraphSpec, image_size: int, cache_dir: str | Path,
-                              cfg: BuildConfig | None = None) -> dict[str, str]:
+                              cfg: BuildConfig | None = None, memory_tokens: int | None = None) -> dict[str, str]:
     """TensorRT execution provider options for one graph: engine and timing caches under ``cache_dir``,
     min/opt/max shapes of every dynamic input (``engines.profiles.graph_profiles``), the workspace limit.
 
@@ -37,7 +37,7 @@ def tensorrt_provider_options(spec: C.GraphSpec, image_size: int, cache_dir: str
     object_score_logits:16x1". (The provider has no documented TF32 option: TensorRT's default applies.)
     """
     cfg = cfg or BuildConfig()
-    profiles = graph_profiles(spec, image_size, cfg)
+    profiles = graph_profiles(spec, image_size, cfg, memory_tokens)
     options = {
         "trt_engine_cache_enable": "True",
         "trt_engine_cache_path": str(cache_dir),
@@ -54,7 +54,8 @@ def tensorrt_provider_options(spec: C.GraphSpec, image_size: int, cache_dir: str
 
 def gpu_providers(spec: C.GraphSpec, image_size: int, requested: Sequence[str] | None = None,
                   cache_dir: str | Path | None = None,
-                  cfg: BuildConfig | None = None) -> tuple[list[str], list[dict[str, str]]]:
+                  cfg: BuildConfig | None = None,
+                  memory_tokens: int | None = None) -> tuple[list[str], list[dict[str, str]]]:
     """(provider names, their options) for ``InferenceSession``: CUDA then CPU, with TensorRT first only when
     ``requested`` names it ("tensorrt" or its full name); ``cache_dir`` is needed then."""
     available = ort.get_available_providers()
@@ -74,5 +75,5 @@ def gpu_providers(spec: C.GraphSpec, image_size: int, requested: Sequence[str] |
             raise Sam2rtError("the TensorRT execution provider needs a cache directory for its engines")
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         names.insert(0, TRT_EP)
-        options.insert(0, tensorrt_provider_options(spec, image_size, cache_dir, cfg))
+        options.insert(0, tensorrt_provider_options(spec, image_size, cache_dir, cfg, memory_tokens))
     return names, options

@@ -26,13 +26,14 @@ class GraphRunner(ABC):
     Args:
         spec: the graph's contract (names, dtypes, symbolic shapes).
         image_size: model input size S; resolves the spatial symbols S, h, h2, h4, hw.
+        memory_tokens: tokens per memory slot (symbol T; the manifest's ``memory_tokens``); None: hw (SAM 2).
     """
 
-    def __init__(self, spec: C.GraphSpec, image_size: int) -> None:
+    def __init__(self, spec: C.GraphSpec, image_size: int, memory_tokens: int | None = None) -> None:
         C.check_image_size(image_size)
         self.spec = spec
         self.image_size = image_size
-        self._spatial = C.resolve_dims(image_size)
+        self._spatial = C.resolve_dims(image_size, memory_tokens)
         self._warned: set[str] = set()
         for t in spec.inputs + spec.outputs:
             unknown = [d for d in t.shape if isinstance(d, str) and d not in self._spatial and d not in C.DYNAMIC_DIMS]

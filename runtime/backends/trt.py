@@ -153,8 +153,8 @@ class TrtRunner(GraphRunner):
     """
 
     def __init__(self, spec: C.GraphSpec, image_size: int, engine: TrtEngine, shared: RunnerSet,
-                 limits: dict[str, int], rebuild: str) -> None:
-        super().__init__(spec, image_size)
+                 limits: dict[str, int], rebuild: str, memory_tokens: int | None = None) -> None:
+        super().__init__(spec, image_size, memory_tokens)
         self.device_engine, self.shared, self.limits, self.rebuild = engine, shared, limits, rebuild
         self.engine: TrtContext | None = None
         self._bufs: dict[str, Buf] = {}
@@ -213,7 +213,8 @@ def load_trt_runners(model_dir: str | Path, engine_dir: str | Path | None = None
     limits = {"B": cfg.max_objects, "N": cfg.max_points_fed, "M": cfg.memory_slots, "P": cfg.ptr_slots}
     rebuild = rebuild_command(model_dir, engine_dir or default_engine_dir(model_dir), cfg)
     runners: dict[str, GraphRunner] = {
-        spec.name: TrtRunner(spec, manifest.image_size, engines[spec.name], shared, limits, rebuild)
+        spec.name: TrtRunner(spec, manifest.image_size, engines[spec.name], shared, limits, rebuild,
+                             memory_tokens=manifest.memory_tokens)
         for spec in C.GRAPHS}
     for runner in runners.values():
         runner.device_engines, runner.build_config = engines, cfg  # executors make their own contexts of them

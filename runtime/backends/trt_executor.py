@@ -42,25 +42,29 @@ def executor_for(runners: dict[str, GraphRunner]) -> "TrtExecutor":
     if not isinstance(first, TrtRunner):
         raise Sam2rtError("the TensorRT executor needs backend trt")
     if not hasattr(first, "bf16_rounder"):
-        first.bf16_rounder = rounder_or_none(first.image_size, first.build_config.max_objects, first.rebuild)
+        first.bf16_rounder = rounder_or_none(first.image_size, first.build_config.max_objects, first.rebuild,
+                                             first._spatial["T"])
     ex = TrtExecutor(first.device_engines, first.image_size, first.build_config.max_frame_side, first.bf16_rounder)
     ex.max_objects, ex.rebuild = first.build_config.max_objects, first.rebuild
     return ex
 
 
-def rounder_or_none(image_size: int, max_objects: int, rebuild: str) -> TrtEngine | None:
+def rounder_or_none(image_size: int, max_objects: int, rebuild: str,
+                    memory_tokens: int | None = None) -> TrtEngine | None:
     """``build_bf16_rounder``, or None with a warning when TensorRT cannot build it (the bank stays float32)."""
     try:
-        return build_bf16_rounder(image_size, max_objects, rebuild)
+        return build_bf16_rounder(image_size, max_objects, rebuild, memory_tokens)
     except Sam2rtError as e:
         warnings.warn(f"{e}; the bank keeps float32 memories (the official predictor stores bf16: expect tiny "
                       "differences from it)", stacklevel=3)
         return None
 
 
-def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str) -> TrtEngine | None:
-    """A strongly typed engine (B, hw, 64) float32 -> bf16 -> float32 (round to nearest even, as torch's
+def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str,
+                       memory_tokens: int | None = None) -> TrtEngine | None:
+    """A strongly typed engine (B, T, 64) float32 -> bf16 -> float32 (round to nearest even, as torch's
     ``.to(torch.bfloat16)``), or None (warned) where TensorRT or the GPU (compute < 8.0) lacks bfloat16.
+    T: memory tokens per slot (hw for SAM 2, the default; the manifest's for EdgeTAM).
     Raises Sam2rtError when TensorRT fails to build it."""
     from sam2rt.engines.builder import network_flags
     from sam2rt.runtime.backends.cuda import device_properties
@@ -72,7 +76,7 @@ def build_bf16_rounder(image_size: int, max_objects: int, rebuild: str) -> TrtEn
         warnings.warn("this GPU/TensorRT has no bfloat16: the bank keeps float32 memories (the official predictor "
                       "stores bf16; expect tiny differences)", stacklevel=3)
         return None
-    hw = (image_size // 16) ** 2
+    hw = C.resolve_dims(image_size, memory_tokens)["T"]
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
