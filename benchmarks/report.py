@@ -74,6 +74,23 @@ def machine_info() -> dict[str, Any]:
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
+def load_warning(machine: dict[str, Any]) -> str | None:
+    """A warning when the 1-minute load average (at the start or the end of the run) exceeds the usable cores:
+    other processes then share the cores with the run, and absolute times are inflated and noisy."""
+    loads = [load[0] for load in (machine.get("loadavg_start"), machine.get("loadavg_end")) if load]
+    cores = machine.get("usable_cores") or machine.get("logical_cores") or 0
+    if not loads or not cores or max(loads) <= cores:
+        return None
+    return (f"WARNING: load average {max(loads):.1f} is above the {cores} usable cores: other processes share "
+            "the CPU with this run, so absolute times are inflated and noisy; compare only numbers measured "
+            "side by side in this run (e.g. the speedup vs the official predictor), and re-run on an idle machine")
+
+
+def threads_text(threads: int) -> str:
+    """The intra-op thread setting as the user reads it."""
+    return f"{threads} intra-op threads" if threads else "ONNX Runtime's default intra-op threads (one per physical core)"
+
+
 def rss_mb() -> float:
     """Current resident set size of this process (from /proc/self/statm), MB."""
     with open("/proc/self/statm") as f:
@@ -163,10 +180,10 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
 
 def _headline(result: dict[str, Any]) -> str:
     m, c, machine = result["model"], result["config"], result["machine"]
-    load = machine.get("loadavg_start")
-    load_text = f", load avg {load[0]:.1f}" if load else ""
+    loads = [f"{load[0]:.1f}" for load in (machine.get("loadavg_start"), machine.get("loadavg_end")) if load]
+    load_text = f", load avg {' -> '.join(loads)}" if loads else ""
     return (f"{m['name']} @{m['image_size']} {m['precision']}, {c['backend']} on {result['device']['name']} "
-            f"({machine['cpu']}, {machine['usable_cores']} cores{load_text})")
+            f"({machine['cpu']}, {machine['usable_cores']} cores{load_text}; {threads_text(c['threads'])})")
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
@@ -198,6 +215,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines += ["", _memory_text(result["memory"])]
     if result.get("official"):
         lines += ["", _official_text(result["official"])]
+    warning = load_warning(result["machine"])
+    if warning:
+        lines += ["", warning]
     if result.get("noisy"):
         which = ", ".join(result.get("noisy_metrics", [])) or "some metrics"
         lines += ["", (f"WARNING: repeats of {which} differ by more than {NOISE_LIMIT:.0%} (max-min)/median; "

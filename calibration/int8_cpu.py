@@ -40,6 +40,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from sam2rt import contract as C
+from sam2rt.calibration.ort_optimize import quantize_activation_matmuls
 from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_variant
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import Manifest
@@ -63,6 +64,8 @@ class CpuInt8Config:
     per_channel: one weight scale per output channel (else per tensor).
     reduce_range: 7-bit weights, for CPUs without VNNI whose u8*s8 path can saturate (AVX2 only).
     exclude: node names kept in float (exact ONNX names, e.g. "/MatMul_2").
+    attention_u8s8: attention products as uint8 x int8 (the right operand symmetric), which MLAS runs on its
+        VNNI kernels, instead of quantize_dynamic's uint8 x uint8 (``calibration.ort_optimize``).
     """
 
     graphs: tuple[str, ...] = DEFAULT_GRAPHS
@@ -70,6 +73,7 @@ class CpuInt8Config:
     per_channel: bool = True
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
+    attention_u8s8: bool = True
 
     def check(self) -> None:
         """Raise Sam2rtError for graph names that do not exist, saying which do."""
@@ -181,11 +185,14 @@ def quantize_graph_cpu(fp32_path: Path, name: str, config: CpuInt8Config) -> tup
             weights = {i.name for i in model.graph.initializer}
             weight_mm = [n.name for n in model.graph.node if n.op_type in WEIGHT_OPS and n.input[1] in weights]
             act_mm = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+            u8s8 = attention and config.attention_u8s8
+            if u8s8:  # before quantize_dynamic, which then sees only the weight MatMuls
+                quantize_activation_matmuls(model, config.exclude)
             onnx.save(model, str(prepared))
             quantize_dynamic(str(prepared), str(out), op_types_to_quantize=list(WEIGHT_OPS),
                              per_channel=config.per_channel, reduce_range=config.reduce_range,
                              weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
-                             extra_options={"MatMulConstBOnly": not attention})
+                             extra_options={"MatMulConstBOnly": not attention or u8s8})
             quantized = onnx.load(str(out))
     finally:
         for lg, level in zip(loggers, levels):
@@ -198,6 +205,8 @@ def quantize_graph_cpu(fp32_path: Path, name: str, config: CpuInt8Config) -> tup
                "weight_matmuls": len([n for n in weight_mm if n not in excluded]),
                "attention_matmuls": len([n for n in act_mm if n not in excluded]) if attention else 0,
                "scales_moved_before_matmul": moved,
+               "attention_operands": ("uint8 x int8 (VNNI)" if attention and config.attention_u8s8
+                                      else "uint8 x uint8" if attention else None),
                "integer_ops": {op: ops[op] for op in INTEGER_OPS if ops[op]}, "excluded_nodes": sorted(excluded)}
     return quantized, details
 
