@@ -102,6 +102,12 @@ def op_times(profile_json: str | Path, calls: int) -> dict[str, float]:
     return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
 
 
+def _subdir(parent: str, i: int) -> str:
+    path = Path(parent) / str(i)
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
 def profile_graphs(models: Sequence[Path], graphs: Sequence[str], threads: Sequence[int], objects: int = 2,
                    calls: int = 7, profile: bool = False) -> dict[str, Any]:
     """Time (and optionally profile) ``graphs`` of every model directory side by side, per thread count.
@@ -115,14 +121,15 @@ def profile_graphs(models: Sequence[Path], graphs: Sequence[str], threads: Seque
         feeds = steady_feeds(C.GRAPHS_BY_NAME[name], image_size, manifests[0].bank, objects)
         for n in threads:
             with tempfile.TemporaryDirectory(prefix="sam2rt-profile-") as tmp:
-                sessions = {str(m.directory): open_session(m.graph_path(name), n, tmp if profile else None)
-                            for m in manifests}
+                # one profile folder per model: the same directory given twice must not share a profile file
+                sessions = {str(i): open_session(m.graph_path(name), n, _subdir(tmp, i) if profile else None)
+                            for i, m in enumerate(manifests)}
                 times = time_side_by_side(sessions, feeds, calls)
-                for m in manifests:
+                for i, m in enumerate(manifests):
                     row = {"graph": name, "threads": n, "model": str(m.directory), "precision": m.precision,
-                           **times[str(m.directory)]}
+                           **times[str(i)]}
                     if profile:
-                        row["ops"] = op_times(sessions[str(m.directory)].end_profiling(), calls)
+                        row["ops"] = op_times(sessions[str(i)].end_profiling(), calls)
                     rows.append(row)
     machine = machine_info()
     machine["loadavg_end"] = list(os.getloadavg())

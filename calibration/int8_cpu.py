@@ -47,7 +47,7 @@ from sam2rt.manifest import Manifest
 
 PRECISION = "int8-cpu"
 DEFAULT_GRAPHS = ("image_encoder", "memory_attention", "memory_encoder")
-DEFAULT_ATTENTION_GRAPHS = ("memory_attention",)
+DEFAULT_ATTENTION_GRAPHS = ("image_encoder", "memory_attention")
 WEIGHT_OPS = ("MatMul", "Gemm")
 INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                "QLinearMatMul", "ConvInteger")
