@@ -40,6 +40,7 @@ from sam2rt.errors import Sam2rtError
 FP32_OPS = ("LayerNormalization", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
 _ROPE_TABLE_SUFFIXES = ("_cos", "_sin")
 _LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")  # scale and key mask between Q·Kᵀ and Softmax
+QDQ_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take FP16 values and scales
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,26 @@ def convert_graph(model: onnx.ModelProto, cfg: Fp16Config) -> tuple[onnx.ModelPr
                                                                      "Concat", "Reshape", "Cast"))
     return converted, {"clamped_values": sum("truncated" in str(w.message) for w in clamped), "fp32_nodes": kept, "compute_nodes": computing, "fp32_ops": keep_ops,
                        "rope_fp32": cfg.rope_fp32, "attention_fp32": cfg.attention_fp32}
+
+
+def qdq_to_fp16(model: onnx.ModelProto, cfg: Fp16Config = Fp16Config()) -> tuple[onnx.ModelProto, dict]:
+    """FP16 copy of an FP32 graph that may hold INT8 Q/DQ (``convert_graph`` with ``cfg``'s FP32 block list).
+
+    The Q/DQ pairs then quantize FP16 values with FP16 scales (rounded from the FP32 calibration), so in a
+    strongly typed TensorRT network everything outside them runs in FP16. ONNX takes FP16 in
+    QuantizeLinear/DequantizeLinear from opset 19 (``QDQ_OPSET``), so a graph with Q/DQ is first converted to
+    it (ops changed from 18 to 19 only gained types or attributes whose defaults keep 18's behaviour).
+    """
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        model = _with_opset(model, QDQ_OPSET)
+    return convert_graph(model, cfg)
+
+
+def _with_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    current = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
+    if current >= version:
+        return model
+    return onnx.version_converter.convert_version(model, version)
 
 
 def _repair_source_casts(graph: onnx.GraphProto, casts: set[str]) -> None:

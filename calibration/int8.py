@@ -5,8 +5,15 @@ model tracks them (cached), then quantizes the chosen graphs with ``onnxruntime.
 in the form TensorRT's strongly typed networks take: INT8 QuantizeLinear/DequantizeLinear pairs,
 symmetric (zero points 0) for activations and weights, weights per output channel, biases left in float.
 Only the inputs of the compute ops (Conv, MatMul with a weight, Gemm) are quantized by default; softmax,
-LayerNorm and the attention products stay in float. Graphs not chosen are copied unchanged (FP32); by
-default that is the mask decoder (see ``DEFAULT_GRAPHS``).
+LayerNorm and the attention products stay in float. The attention products are excluded by name
+(``activation_matmuls``): ONNX Runtime's QDQ quantizer ignores ``MatMulConstBOnly`` and would otherwise
+put Q/DQ on Q·Kᵀ and softmax·V (and the softmax output).
+
+In a strongly typed TensorRT network everything outside Q/DQ runs in the graph's own precision, so by
+default (``fp16_base``) the QDQ graphs are then converted to FP16 (``fp16.qdq_to_fp16``: FP16 scales, the
+FP16 variant's FP32 block list) and the graphs not chosen for INT8 (by default the mask decoder, see
+``DEFAULT_GRAPHS``) are the FP16 variant's graphs: LayerNorm, softmax, GELU and the residual adds run in
+FP16, not FP32. ``fp16_base=False`` keeps the FP32 graphs (FP32 copies of the graphs not chosen).
 The same QDQ graphs run on ONNX Runtime CPU, so their accuracy is measurable anywhere.
 """
 
@@ -26,6 +33,7 @@ import onnx
 
 from sam2rt import contract as C
 from sam2rt.calibration.capture import CaptureSettings, Feeds, captured_samples
+from sam2rt.calibration.fp16 import qdq_to_fp16
 from sam2rt.calibration.sampling import describe, find_sources, plan_clips
 from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_variant
 from sam2rt.errors import Sam2rtError
@@ -55,9 +63,10 @@ class CalibrationConfig:
     frames: calibration frames in all (clips of ``clip_len`` consecutive frames, round-robin over sources).
     method: activation range calibration: "percentile" (the ``percentile`` of |x|, default), "minmax" or
         "entropy" (KL divergence).
-    graphs: graphs to quantize; the others are copied in FP32.
+    graphs: graphs to quantize; the others are the FP16 graphs (``fp16_base``) or FP32 copies.
     op_types: ONNX op types whose inputs get Q/DQ; ``weight_matmul_only`` leaves activation-by-activation
-        MatMuls (attention scores and their weighted sums) in float.
+        MatMuls (attention scores and their weighted sums) in float (excluded by name, see module).
+    fp16_base: Q/DQ on the FP16 graph (FP16 scales) and the FP16 graphs for those not quantized; off: FP32.
     exclude: node-name patterns kept in float: "GLOB" for every graph or "GRAPH:GLOB" for one (fnmatch,
         e.g. "mask_decoder:/output_upscaling*").
     objects: prompted objects per clip while capturing; max_samples: captured feeds kept per graph.
@@ -70,6 +79,7 @@ class CalibrationConfig:
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     weight_matmul_only: bool = True
+    fp16_base: bool = True
     percentile: float = 99.999
     objects: int = 2
     max_samples: int = 64
@@ -124,6 +134,18 @@ class _Reader:
         self._next, self._end = 0, len(self._feeds)
 
 
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMuls whose two operands are both computed from graph inputs (attention's Q·Kᵀ and
+    softmax·V): neither is an initializer, a Constant, or computed from those alone (e.g. a transposed or
+    dequantized weight)."""
+    g = model.graph
+    const = {i.name for i in g.initializer}
+    for node in g.node:  # topologically sorted: one pass propagates constness
+        if node.op_type == "Constant" or (node.input and all(i in const for i in node.input if i)):
+            const.update(node.output)
+    return [n.name for n in g.node if n.op_type == "MatMul" and not any(i in const for i in n.input)]
+
+
 def excluded_nodes(model: onnx.ModelProto, graph: str, patterns: Sequence[str]) -> list[str]:
     """Names of the nodes matching a pattern: ``"GLOB"`` (any graph) or ``"GRAPH:GLOB"`` (that graph only)."""
     globs = [p.split(":", 1)[1] if ":" in p else p for p in patterns if ":" not in p or p.split(":", 1)[0] == graph]
@@ -149,6 +171,8 @@ def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationC
         raise Sam2rtError(f"no calibration inputs were captured for {fp32_path.stem}; pass more calibration data")
     source = onnx.load(str(fp32_path), load_external_data=False)
     exclude = excluded_nodes(source, fp32_path.stem, config.exclude)
+    attention = activation_matmuls(source) if config.weight_matmul_only else []
+    exclude += [n for n in attention if n not in exclude]
     del source
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.method]
@@ -156,7 +180,7 @@ def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationC
         "ActivationSymmetric": True,  # zero point 0: what TensorRT's INT8 Q/DQ takes
         "WeightSymmetric": True,
         "QuantizeBias": False,  # TensorRT fuses float biases; it has no INT32 bias dequantization
-        "MatMulConstBOnly": config.weight_matmul_only,
+        "MatMulConstBOnly": config.weight_matmul_only,  # ignored by the QDQ quantizer: see activation_matmuls
         # Q/DQ on the inputs of the compute ops only, as TensorRT places them: quantizing their outputs too
         # would round the float residual adds, softmaxes and LayerNorms they feed (measured: larger error).
         "OpTypesToExcludeOutputQuantization": list(config.op_types),
@@ -182,9 +206,11 @@ def quantize_graph(fp32_path: Path, feeds: Sequence[Feeds], config: CalibrationC
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
     ops = Counter(n.op_type for n in model.graph.node)
-    kept = [n.name for n in model.graph.node if n.name in set(exclude) and n.op_type in config.op_types]
+    kept = [n.name for n in model.graph.node
+            if n.name in set(exclude) and n.name not in set(attention) and n.op_type in config.op_types]
     details = {"quantized": True, "method": config.method, "op_types": list(config.op_types),
                "weight_matmul_only": config.weight_matmul_only, "excluded_nodes": kept,
+               "activation_matmuls_in_float": len(attention),
                "quantize_linear": ops["QuantizeLinear"], "dequantize_linear": ops["DequantizeLinear"],
                "samples": len(feeds)}
     if config.method == "percentile":
@@ -223,17 +249,21 @@ def calibrate_model(model_dir: str | Path, data: Sequence[str | Path], out: str 
         if spec.name not in config.graphs:
             graphs[spec.name] = onnx.load(str(path))
             details[spec.name] = {"quantized": False, "precision": "fp32"}
-            continue
-        feeds = samples[spec.name]
-        with tqdm(total=len(feeds), desc=f"calibrate {spec.name}", unit="run", disable=not config.progress) as bar:
-            graphs[spec.name], details[spec.name] = quantize_graph(path, feeds, config, progress=bar.update)
+        else:
+            feeds = samples[spec.name]
+            with tqdm(total=len(feeds), desc=f"calibrate {spec.name}", unit="run", disable=not config.progress) as bar:
+                graphs[spec.name], details[spec.name] = quantize_graph(path, feeds, config, progress=bar.update)
+        if config.fp16_base:
+            graphs[spec.name], details[spec.name]["fp16"] = qdq_to_fp16(graphs[spec.name])
+            if not details[spec.name]["quantized"]:
+                details[spec.name]["precision"] = "fp16"
     settings_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
                        if k not in ("cache_dir", "use_cache", "progress")}
     import onnxruntime
 
     return write_variant(source, out, "int8", graphs, {
         "tool": f"onnxruntime.quantization {onnxruntime.__version__} (static QDQ, symmetric INT8, "
-                "per-channel weights, float bias)",
+                "per-channel weights, float bias)" + (", then onnxconverter-common FP16" if config.fp16_base else ""),
         "calibration": {**settings_record, "clips": [c.key() | {"kind": c.source.kind} for c in clips]},
         "graphs": details,
     })

@@ -13,6 +13,8 @@ the graphs a GPU user will build. Rules (each :class:`Violation` names its rule)
   from a graph input's *values*; shapes may come from input shapes (``Shape``/``Size``) only.
 - ``opset``/``domain``: an opset outside 9..20, or a node outside the standard ONNX domain (a plugin).
 - the support matrix (``lint_matrix``): op supported, data type, attribute values, constant inputs.
+- ``attention-form``: an attention block (a Softmax) not in the form TensorRT fuses,
+  ``softmax((Q·s)·Kᵀ + mask)·V`` with equal head sizes in one precision (``lint_attention``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from sam2rt.engines.lint_attention import attention_findings
 from sam2rt.engines.lint_matrix import NodeContext, check_node, support_matrix
 from sam2rt.errors import Sam2rtError
 
@@ -70,13 +73,17 @@ def _onnx() -> Any:
     return onnx
 
 
-def _context(model: Any) -> NodeContext:
+def _infer(model: Any) -> Any:
+    """``model`` after ONNX shape inference (the model itself where inference fails)."""
+    try:
+        return _onnx().shape_inference.infer_shapes(model)
+    except Exception:  # inference is a help for the type and attention rules, not a requirement
+        return model
+
+
+def _context(inferred: Any) -> NodeContext:
     """Element types (after ONNX shape inference) and constant values by tensor name."""
     onnx = _onnx()
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference is a help for the type rule, not a requirement
-        inferred = model
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]
              if v.type.HasField("tensor_type")}
@@ -154,8 +161,11 @@ def _node_rules(model: Any, name: str, ctx: NodeContext) -> list[Violation]:
 def lint_model(model: Any, name: str | None = None) -> list[Violation]:
     """Every violation in an ``onnx.ModelProto`` (empty list: TensorRT 10.3 should parse it)."""
     name = name or model.graph.name
-    ctx = _context(model)
-    return _graph_rules(model, name, ctx) + _node_rules(model, name, ctx)
+    inferred = _infer(model)
+    ctx = _context(inferred)
+    attention = [Violation(name, node, op, "attention-form", msg)
+                 for node, op, msg in attention_findings(model, inferred, ctx.types)]
+    return _graph_rules(model, name, ctx) + _node_rules(model, name, ctx) + attention
 
 
 def lint_file(path: str | Path, name: str | None = None) -> list[Violation]:

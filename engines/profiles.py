@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from sam2rt import contract as C
 from sam2rt.engines.config import BuildConfig
+from sam2rt.engines.preprocess import tap_ranges
 from sam2rt.errors import Sam2rtError
 
 Shape = tuple[int, ...]
@@ -48,7 +49,7 @@ def graph_profiles(spec: C.GraphSpec, image_size: int, cfg: BuildConfig) -> dict
     """
     C.check_image_size(image_size)
     spatial = C.resolve_dims(image_size)
-    ranges = dim_ranges(cfg)
+    ranges = {**dim_ranges(cfg), **tap_ranges(image_size, cfg.max_frame_side)}  # Tr, Tc: preprocessing taps
     profiles: dict[str, Profile] = {}
     for t in spec.inputs:
         if not any(d in ranges for d in t.shape):

@@ -21,7 +21,7 @@ from sam2rt.export.checkpoints import ModelSource, build_model, sha256_file
 from sam2rt.export.fold import FoldResult, fold_file
 from sam2rt.export.image_encoder import ImageEncoderGraph
 from sam2rt.export.mask_decoder import MaskDecoderGraph
-from sam2rt.export.memory_attention import MemoryAttentionGraph
+from sam2rt.export.memory_attention import ATTENTION_FORMS, MemoryAttentionGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 from sam2rt.export.verify import format_table, verify_graphs
 from sam2rt.manifest import TRACKING_KEYS, make_output_dir, write_manifest
@@ -31,7 +31,12 @@ OPSET = 18
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """One export. Exactly one of ``checkpoint`` / ``random_seed``; CLI flags map onto these fields."""
+    """One export. Exactly one of ``checkpoint`` / ``random_seed``; CLI flags map onto these fields.
+
+    attention: the form of memory attention's products (``export.memory_attention.ATTENTION_FORMS``):
+    "fused" (default; what TensorRT fuses: every graph that is built into engines) or "cpu" (ONNX Runtime
+    CPU only: the value projection after the weighted sum; ``sam2rt lint`` reports it as not fusable).
+    """
 
     model: str
     out: Path
@@ -40,6 +45,7 @@ class ExportConfig:
     random_seed: int | None = None
     verify: bool = True
     bank: C.BankConfig = field(default_factory=C.BankConfig)
+    attention: str = "fused"
 
 
 def _example_inputs(image_size: int, bank: C.BankConfig) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -61,10 +67,10 @@ def _example_inputs(image_size: int, bank: C.BankConfig) -> dict[str, tuple[torc
     }
 
 
-def _wrappers(model, image_size: int) -> dict[str, Callable[[], torch.nn.Module]]:
+def _wrappers(model, image_size: int, attention: str = "fused") -> dict[str, Callable[[], torch.nn.Module]]:
     return {
         "image_encoder": lambda: ImageEncoderGraph(model),
-        "memory_attention": lambda: MemoryAttentionGraph(model, image_size),
+        "memory_attention": lambda: MemoryAttentionGraph(model, image_size, attention),
         "mask_decoder": lambda: MaskDecoderGraph(model),
         "memory_encoder": lambda: MemoryEncoderGraph(model),
     }
@@ -142,7 +148,8 @@ def _manifest(cfg: ExportConfig, source: ModelSource, model, files: dict[str, Pa
         "precision": "fp32",
         "opset": OPSET,
         "exporter": {"sam2rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "sam2": dist_version("sam2"), "onnxruntime": dist_version("onnxruntime")},
+                     "sam2": dist_version("sam2"), "onnxruntime": dist_version("onnxruntime"),
+                     "attention": cfg.attention},
         "bank": bank,
         "tracking": _tracking_settings(model),
         "constants": C.CONSTANTS_NAME,
@@ -167,10 +174,13 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     """
     C.check_image_size(cfg.image_size)
     check_cond_slots(cfg.bank.cond_slots)
+    if cfg.attention not in ATTENTION_FORMS:
+        raise Sam2rtError(f"--attention {cfg.attention!r}: choose {' or '.join(ATTENTION_FORMS)} (fused: for TensorRT "
+                          "and the default; cpu: ONNX Runtime CPU only)")
     model, source = build_model(cfg.model, cfg.image_size, checkpoint=cfg.checkpoint, random_seed=cfg.random_seed)
     make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank)
-    wrappers = _wrappers(model, cfg.image_size)
+    wrappers = _wrappers(model, cfg.image_size, cfg.attention)
     with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:
         tmp = Path(tmp)
         files, folding = {}, {}

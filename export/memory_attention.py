@@ -3,6 +3,17 @@
 The official code concatenates only the memories that exist; here every slot is present and invalid
 ones get an additive -inf-like bias on the attention logits, which gives the same softmax over the
 valid keys. RoPE uses real cos/sin tables (the exporter cannot handle complex tensors).
+
+Two forms of the attention products (``ATTENTION_FORMS``), equal up to float rounding:
+
+- "fused" (default; every graph that goes to TensorRT): ``softmax((Q·s)·Kᵀ + mask)·V`` with Q, K and V of
+  the same head size -- the scale on Q before the first product, one additive mask, the softmax straight into
+  the second product. That is the pattern TensorRT's attention fusion matches (docs/gpu.md).
+- "cpu": the value projection of the memory tokens after the weighted sum, ``(softmax(...)·v)·Wᵀ + b``, with
+  the unprojected 64-wide v: 4x fewer multiply-adds in the largest product of the graph, a different head
+  size for V, so TensorRT cannot fuse it. For ONNX Runtime CPU only (``sam2rt export --attention cpu``).
+
+Both put the scale on Q (T·d multiplies instead of T·K on the logits).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe
 # weight 0, as if absent. -3.4e38 (float32 min) was exact too but not representable in FP16, which kept
 # the attention logits of FP16 graphs in FP32 and so blocked TensorRT's fused attention.
 MASKED_LOGIT = -1.0e4
+ATTENTION_FORMS = ("fused", "cpu")
 
 
 def _rope_tables(attn: nn.Module, side: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,11 +60,11 @@ def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
             v_proj: nn.Linear | None = None) -> torch.Tensor:
     """Softmax attention of headed ``q (B,n,T,d)`` over ``k, v (B,n,K,d)``, bias ``(B,1,1,K)``, then out_proj.
 
-    With ``v_proj``, ``v`` is the unprojected ``(B, K, c)`` and the projection follows the weighted sum:
-    softmax(QKᵀ)·(V Wᵀ + b) = (softmax(QKᵀ)·V)·Wᵀ + b, since every softmax row sums to 1. For memory tokens
-    (c = 64, d = 256) that is 4x fewer multiply-adds in the largest product of the graph.
+    With ``v_proj`` (the "cpu" form), ``v`` is the unprojected ``(B, K, c)`` and the projection follows the
+    weighted sum: softmax(QKᵀ)·(V Wᵀ + b) = (softmax(QKᵀ)·V)·Wᵀ + b, since every softmax row sums to 1.
     """
-    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, n, T, K)
+    q = q * (1.0 / math.sqrt(q.shape[-1]))  # scale before the product: TensorRT's fusable form
+    logits = q @ k.transpose(-1, -2)  # (B, n, T, K)
     if bias is not None:
         logits = logits + bias
     probs = torch.softmax(logits, dim=-1)
@@ -84,23 +96,27 @@ def rope_cross_attention(
     cos: torch.Tensor,
     sin: torch.Tensor,
     bias: torch.Tensor,  # (B, 1, 1, M*hw + Kp)
+    form: str = "fused",
 ) -> torch.Tensor:
-    """The official RoPEAttention for cross-attention to memories, with masked keys."""
+    """The official RoPEAttention for cross-attention to memories, with masked keys (``form``: see module)."""
     q = _rotate(_project(attn, attn.q_proj, q), cos, sin)
     kf = _project(attn, attn.k_proj, k_frames)  # (B, n, M*hw, d)
     b, n, _, d = kf.shape
     kf = _rotate(kf.reshape(b, n, -1, cos.shape[0], d), cos, sin).reshape(b, n, -1, d)
     k = torch.cat([kf, _project(attn, attn.k_proj, k_ptrs)], dim=2)
-    return _attend(attn, q, k, v, bias, v_proj=attn.v_proj)
+    if form == "cpu":
+        return _attend(attn, q, k, v, bias, v_proj=attn.v_proj)
+    return _attend(attn, q, k, _project(attn, attn.v_proj, v), bias)  # V (B, n, K, d): the head size of Q and K
 
 
 class MemoryAttentionGraph(nn.Module):
     """Condition the current frame's feature on each object's memory bank (see contract MEMORY_ATTENTION)."""
 
-    def __init__(self, model: nn.Module, image_size: int) -> None:
+    def __init__(self, model: nn.Module, image_size: int, form: str = "fused") -> None:
         super().__init__()
         assert model.directly_add_no_mem_embed, "every official config adds no_mem_embed directly"
-        self.model = model
+        assert form in ATTENTION_FORMS, form
+        self.model, self.form = model, form
         side = image_size // 16
         neck_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, model.hidden_dim, side, side))
         mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, side, side))
@@ -181,6 +197,7 @@ class MemoryAttentionGraph(nn.Module):
         else:
             kf, kp = mem, ptr
         v = torch.cat([mem, ptr], dim=1)
-        tgt = tgt + rope_cross_attention(layer.cross_attn_image, q, kf, kp, v, self.cross_cos, self.cross_sin, bias)
+        tgt = tgt + rope_cross_attention(layer.cross_attn_image, q, kf, kp, v, self.cross_cos, self.cross_sin, bias,
+                                         self.form)
         x = layer.norm3(tgt)
         return tgt + layer.linear2(layer.activation(layer.linear1(x)))

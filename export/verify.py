@@ -240,6 +240,22 @@ def verify_graphs(model, graph_dir: Path, bank: C.BankConfig, seed: int = 0) -> 
     return checks
 
 
+def verify_memory_attention(model, path: Path, bank: C.BankConfig, seed: int = 0) -> GraphCheck:
+    """Memory attention alone (e.g. after changing its form): the graph at ``path`` against the official module,
+    with image features from PyTorch and memories from the official memory encoder (as ``verify_graphs``)."""
+    check = GraphCheck("memory_attention", tolerance=TOLERANCE_FP32)
+    with torch.inference_mode():
+        v = _Verifier.__new__(_Verifier)
+        v.m, v.S, v.h = model, model.image_size, model.image_size // 16
+        v.g = torch.Generator().manual_seed(seed)
+        v.sessions = {"memory_attention": _Session(path, C.MEMORY_ATTENTION)}
+        out = model.forward_image(v.randn(1, 3, v.S, v.S).clamp(-2.2, 2.7))
+        v.fpn, v.pos = out["backbone_fpn"], out["vision_pos_enc"]
+        v.feat = v.fpn[-1]
+        v.memory_attention(check, bank)
+    return check
+
+
 def format_table(checks: dict[str, GraphCheck]) -> str:
     """A readable verification table."""
     rows = [f"{'graph':<18} {'max |ONNX - PyTorch|':>22} {'tolerance':>10}  result"]

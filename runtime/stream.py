@@ -34,7 +34,7 @@ from sam2rt.errors import Sam2rtError
 from sam2rt.runtime import prompts as P
 from sam2rt.runtime.bank import SelectionRules
 from sam2rt.runtime.backends.cuda import Buf
-from sam2rt.runtime.backends.device_bank import DeviceBank
+from sam2rt.runtime.backends.device_bank import DeviceBank, bind_prefix, valid_prefix
 from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TENSORS, BufferSet, Executor, default_executor,
                                         relayout)
 from sam2rt.runtime.engine import Engine
@@ -153,6 +153,7 @@ class StreamTracker:
         self.bank.commit(t, cond)
         objs = self._objs
         self.bank.prepare(new, {n: objs[n].mirror for n in CONTROLS})
+        bound = valid_prefix(objs["memory_valid"].mirror, objs["obj_ptr_valid"].mirror)  # slots attention reads
         self._encode_frame(rgb, new)
         alloc, run = self.executor.allocator, self.executor.run
 
@@ -166,15 +167,15 @@ class StreamTracker:
             self.executor.round_bank(slot)
             alloc.copy(objs["obj_ptrs"].slot(self.bank.ptr_slot(t)), objs["obj_ptr"])
             for b in cond:  # a conditioning frame lives in its object's cond slot (rare: frames after prompts)
-                c = self.bank.cond[b][t]
-                alloc.copy(objs["memory"].slot(c).slot(b), slot.slot(b))
-                alloc.copy(objs["obj_ptrs"].slot(c).slot(b), objs["obj_ptrs"].slot(self.bank.ptr_slot(t)).slot(b))
+                mem_c, ptr_c = self.bank.cond_slot(b, t)
+                alloc.copy(objs["memory"].slot(mem_c).slot(b), slot.slot(b))
+                alloc.copy(objs["obj_ptrs"].slot(ptr_c).slot(b), objs["obj_ptrs"].slot(self.bank.ptr_slot(t)).slot(b))
             # track frame t+1
             for name in CONTROLS:
                 alloc.upload(objs[name])
             tensors = {**objs.bufs, "vision_feat": self.vision_feat(new), "feat_s0": self._frame_bufs["feat_s0"],
                        "feat_s1": self._frame_bufs["feat_s1"]}
-            run("memory_attention", tensors)
+            run("memory_attention", bind_prefix(tensors, *bound))
             run("mask_decoder", {**tensors, "image_embed": objs["conditioned_feat"]})
             alloc.download(objs["low_res_masks"])
             alloc.download(objs["object_score_logits"])
@@ -182,7 +183,7 @@ class StreamTracker:
         if cond:
             enqueue()  # cond copies make this step unlike the steady state: not captured
         else:
-            self.executor.step((self.bank.batch, new % self._period), enqueue)
+            self.executor.step((self.bank.batch, new % self._period, *bound), enqueue)
         self.executor.synchronize()
         self._t = new
         objs["binarize"].mirror[...] = False

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sam2rt.runtime.backends.device_bank import bind_prefix, valid_prefix
 from sam2rt.runtime.backends.executor import CONTROLS, OBJECT_TENSORS, BufferSet
 from sam2rt.runtime.imageops import resize_bilinear
 
@@ -65,7 +66,8 @@ class PromptRunner:
         frame = tr._frame_bufs
         tensors = {**p.bufs, "vision_feat": tr.vision_feat(t), "feat_s0": frame["feat_s0"],
                    "feat_s1": frame["feat_s1"], "point_coords": coords, "point_labels": labels}
-        ex.run("memory_attention", tensors)
+        ex.run("memory_attention", bind_prefix(tensors, *valid_prefix(controls["memory_valid"],
+                                                                     controls["obj_ptr_valid"])))
         ex.run("mask_decoder", {**tensors, "image_embed": p["conditioned_feat"]})
         alloc.download(p["low_res_masks"])
         alloc.download(p["object_score_logits"])

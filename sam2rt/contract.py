@@ -167,8 +167,10 @@ GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
 FRAME_DIMS = ("H", "W")
 _PREPROCESS_INPUTS = (
     _t("frame", "uint8", ("H", "W", 3), "RGB frame as captured"),
-    _t("resize_rows", "float32", ("S", "H"), "vertical resize weights (Pillow bicubic, antialiased)"),
-    _t("resize_cols", "float32", ("W", "S"), "horizontal resize weights, transposed"),
+    _t("rows_index", "int32", ("S", "Tr"), "vertical resize: the Tr input rows of each output row (Pillow bicubic)"),
+    _t("rows_weight", "int32", ("S", "Tr"), "their Pillow fixed-point coefficients (x 2**22)"),
+    _t("cols_index", "int32", ("S", "Tc"), "horizontal resize: the Tc input columns of each output column"),
+    _t("cols_weight", "int32", ("S", "Tc"), "their Pillow fixed-point coefficients (x 2**22)"),
 )
 _PREPROCESS_OUTPUTS = (_t("image", "float32", (1, 3, "S", "S"), "the image encoder's input"),)
 PREPROCESS_VERTICAL_FIRST = GraphSpec("preprocess_vertical_first", _PREPROCESS_INPUTS, _PREPROCESS_OUTPUTS)

@@ -1,12 +1,17 @@
 """The resident memory bank's slot bookkeeping (the memories live in the executor's buffers).
 
-Layout (slot-major, as the contract): memory (M, B, hw, 64), pointers (P, B, 256). Slots
-``[0, cond_slots)`` hold conditioning frames; the rest are rings: frame f's memory goes to slot
-``cond_slots + f % recent_slots`` and its pointer to ``cond_slots + f % (P - cond_slots)``, written in place
-by the memory encoder and a pointer copy when frame t+1 is tracked (after any correction of frame t), just
-before frame t+1 reads t-5..t and t-14..t; nothing else is copied. Per step only the small valid/tpos arrays change;
-they are computed on the host with the official selection rules (the host path's ``BankInputs.fill``) and
-uploaded from pinned memory.
+Layout (slot-major, as the contract): memory (M, B, hw, 64), pointers (P, B, 256). The rings come first:
+frame f's memory goes to slot ``f % recent_slots`` and its pointer to ``f % (P - cond_slots)``, written in
+place by the memory encoder and a pointer copy when frame t+1 is tracked (after any correction of frame t),
+just before frame t+1 reads t-5..t and t-14..t; nothing else is copied. The conditioning frames follow the
+rings (memory slot ``recent_slots + c``, pointer slot ``P - cond_slots + c`` for conditioning index c, taken
+lowest first). Per step only the small valid/tpos arrays change; they are computed on the host with the
+official selection rules (the host path's ``BankInputs.fill``) and uploaded from pinned memory.
+
+Only the slots up to the last valid one are bound (``valid_prefix``, ``bind_prefix``): rings first, so in
+steady state a stream with one conditioning frame binds 6 + 1 of the 10 memory slots and 15 + 1 of the 19
+pointer slots, and attention costs what the official concatenation of the existing memories costs. The
+slots left inside the prefix are masked as before; attention is invariant to the order of its keys.
 """
 
 from __future__ import annotations
@@ -15,7 +20,33 @@ import numpy as np
 
 from sam2rt import contract as C
 from sam2rt.errors import Sam2rtError
+from sam2rt.runtime.backends.cuda import Buf
 from sam2rt.runtime.bank import SelectionRules, _previous_frame, attended_cond_frames, select_closest_cond_frames
+
+# memory-attention inputs cut to the bound prefix of memory slots (M) and of pointer slots (P)
+MEMORY_INPUTS = ("memory", "memory_valid", "memory_tpos")
+POINTER_INPUTS = ("obj_ptrs", "obj_ptr_valid", "obj_ptr_tpos")
+
+
+def valid_prefix(memory_valid: np.ndarray, obj_ptr_valid: np.ndarray) -> tuple[int, int]:
+    """Slots to bind, ``(m, p)``: up to the last valid memory (M, B) and pointer (P, B) slot of any object.
+
+    At least 1 each (an empty bank binds one masked slot: attention then adds no_mem_embed).
+    """
+    def last(valid: np.ndarray) -> int:
+        used = np.flatnonzero(valid.any(axis=1))
+        return int(used[-1]) + 1 if used.size else 1
+
+    return last(memory_valid), last(obj_ptr_valid)
+
+
+def bind_prefix(tensors: dict[str, Buf], m: int, p: int) -> dict[str, Buf]:
+    """``tensors`` with the bank inputs cut to their first ``m`` memory and ``p`` pointer slots (same addresses:
+    prefixes of slot-major buffers are contiguous)."""
+    cut = {name: tensors[name].prefix(m) for name in MEMORY_INPUTS}
+    cut.update({name: tensors[name].prefix(p) for name in POINTER_INPUTS})
+    return {**tensors, **cut}
+
 
 class DeviceBank:
     """Slot bookkeeping of the resident bank for the objects of one stream, tracked forward.
@@ -59,13 +90,21 @@ class DeviceBank:
         self.ptr_frames = np.delete(self.ptr_frames, b, axis=0)
 
     def mem_slot(self, frame_idx: int) -> int:
-        return self.bank.cond_slots + frame_idx % self.mem_ring
+        """The ring slot of frame ``frame_idx``'s memory."""
+        return frame_idx % self.mem_ring
 
     def ptr_slot(self, frame_idx: int) -> int:
-        return self.bank.cond_slots + frame_idx % self.ptr_ring
+        """The ring slot of frame ``frame_idx``'s pointer."""
+        return frame_idx % self.ptr_ring
+
+    def cond_slot(self, b: int, frame_idx: int) -> tuple[int, int]:
+        """Object ``b``'s conditioning frame ``frame_idx``: its ``(memory slot, pointer slot)``."""
+        c = self.cond[b][frame_idx]
+        return self.mem_ring + c, self.ptr_ring + c
 
     def add_cond(self, b: int, frame_idx: int) -> tuple[int, int | None]:
-        """Reserve object ``b``'s conditioning slot for ``frame_idx``: ``(slot, evicted frame or None)``.
+        """Reserve a conditioning index c of object ``b`` for ``frame_idx``: ``(c, evicted frame or None)``
+        (slots: ``cond_slot``).
 
         With every conditioning slot taken, the oldest conditioning frame gives its slot up: forward in a
         stream, the closest conditioning frames (what attention selects when there are more than it reads)
@@ -85,11 +124,11 @@ class DeviceBank:
     def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> None:
         """Record that every object's memory and pointer of ``frame_idx`` are now in their ring slots; for the
         objects in ``cond_objects`` the frame is a conditioning frame (copied to a cond slot, not a recent one)."""
-        self.mem_frames[:, self.mem_slot(frame_idx) - self.bank.cond_slots] = frame_idx
-        self.ptr_frames[:, self.ptr_slot(frame_idx) - self.bank.cond_slots] = frame_idx
+        self.mem_frames[:, self.mem_slot(frame_idx)] = frame_idx
+        self.ptr_frames[:, self.ptr_slot(frame_idx)] = frame_idx
         for b in cond_objects:
-            self.mem_frames[b, self.mem_slot(frame_idx) - self.bank.cond_slots] = -1
-            self.ptr_frames[b, self.ptr_slot(frame_idx) - self.bank.cond_slots] = -1
+            self.mem_frames[b, self.mem_slot(frame_idx)] = -1
+            self.ptr_frames[b, self.ptr_slot(frame_idx)] = -1
 
     def prepare(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
         """Write valid flags and temporal positions for attention on ``frame_idx`` into ``out``.
@@ -100,7 +139,7 @@ class DeviceBank:
         """
         for a in out.values():
             a[...] = 0
-        rules, cond_slots = self.rules, self.bank.cond_slots
+        rules, mem_c, ptr_c = self.rules, self.mem_ring, self.ptr_ring  # where conditioning slots start
         objs = np.arange(self.batch) if objects is None else np.asarray(objects, np.int64)
         limit = attended_cond_frames(rules, self.bank)
         t_diff_max = np.float32(max(rules.max_obj_ptrs - 1, 1))
@@ -111,31 +150,31 @@ class DeviceBank:
         slots = frames % self.mem_ring
         held = (self.mem_frames[objs][:, slots] == frames) & (frames >= 0)  # (B', K)
         jj, kk = np.nonzero(held)
-        out["memory_valid"][cond_slots + slots[kk], cols[jj]] = True
-        out["memory_tpos"][cond_slots + slots[kk], cols[jj]] = k[kk] - 1
+        out["memory_valid"][slots[kk], cols[jj]] = True
+        out["memory_tpos"][slots[kk], cols[jj]] = k[kk] - 1
         # pointers of the frames t-d, d = 1..max_obj_ptrs-1
         d = np.arange(1, rules.max_obj_ptrs)
         frames = frame_idx - d
         slots = frames % self.ptr_ring
         held = (self.ptr_frames[objs][:, slots] == frames) & (frames >= 0)
         jj, dd = np.nonzero(held)
-        out["obj_ptr_valid"][cond_slots + slots[dd], cols[jj]] = True
-        out["obj_ptr_tpos"][cond_slots + slots[dd], cols[jj]] = d[dd].astype(np.float32) / t_diff_max
+        out["obj_ptr_valid"][slots[dd], cols[jj]] = True
+        out["obj_ptr_tpos"][slots[dd], cols[jj]] = d[dd].astype(np.float32) / t_diff_max
         for j, b in enumerate(objs.tolist()):
             selected, unselected = select_closest_cond_frames(frame_idx, self.cond[b], limit)
-            for t, slot in selected.items():
-                out["memory_valid"][slot, j] = True
-                out["memory_tpos"][slot, j] = rules.num_maskmem - 1
+            for t, c in selected.items():
+                out["memory_valid"][mem_c + c, j] = True
+                out["memory_tpos"][mem_c + c, j] = rules.num_maskmem - 1
                 if not (rules.only_past_ptrs and t > frame_idx):
-                    out["obj_ptr_valid"][slot, j] = True
-                    out["obj_ptr_tpos"][slot, j] = np.float32(frame_idx - t) / t_diff_max
-            for t, slot in unselected.items():  # conditioning frames beyond the attended ones count as recent
+                    out["obj_ptr_valid"][ptr_c + c, j] = True
+                    out["obj_ptr_tpos"][ptr_c + c, j] = np.float32(frame_idx - t) / t_diff_max
+            for t, c in unselected.items():  # conditioning frames beyond the attended ones count as recent
                 if 1 <= frame_idx - t < rules.num_maskmem:
-                    out["memory_valid"][slot, j] = True
-                    out["memory_tpos"][slot, j] = frame_idx - t - 1
+                    out["memory_valid"][mem_c + c, j] = True
+                    out["memory_tpos"][mem_c + c, j] = frame_idx - t - 1
                 if 1 <= frame_idx - t < rules.max_obj_ptrs:
-                    out["obj_ptr_valid"][slot, j] = True
-                    out["obj_ptr_tpos"][slot, j] = np.float32(frame_idx - t) / t_diff_max
+                    out["obj_ptr_valid"][ptr_c + c, j] = True
+                    out["obj_ptr_tpos"][ptr_c + c, j] = np.float32(frame_idx - t) / t_diff_max
 
     def prepare_reference(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
         """``prepare`` written per object and frame after ``BankInputs.fill`` (the check of the vectorised one)."""
@@ -146,7 +185,8 @@ class DeviceBank:
         t_diff_max = np.float32(max(rules.max_obj_ptrs - 1, 1))
         for j, b in enumerate(range(self.batch) if objects is None else objects):
             selected, unselected = select_closest_cond_frames(frame_idx, self.cond[b], limit)
-            for slot in selected.values():
+            for c in selected.values():
+                slot = self.mem_ring + c
                 out["memory_valid"][slot, j] = True
                 out["memory_tpos"][slot, j] = rules.num_maskmem - 1
             for t_pos in range(1, rules.num_maskmem):
@@ -155,9 +195,10 @@ class DeviceBank:
                 if slot is not None:
                     out["memory_valid"][slot, j] = True
                     out["memory_tpos"][slot, j] = rules.num_maskmem - t_pos - 1
-            for t, slot in selected.items():
+            for t, c in selected.items():
                 if rules.only_past_ptrs and t > frame_idx:
                     continue
+                slot = self.ptr_ring + c
                 out["obj_ptr_valid"][slot, j] = True
                 out["obj_ptr_tpos"][slot, j] = np.float32(frame_idx - t) / t_diff_max
             for t_diff in range(1, rules.max_obj_ptrs):
@@ -171,14 +212,14 @@ class DeviceBank:
 
     def _memory_of(self, b: int, frame: int, unselected: dict[int, int]) -> int | None:
         if frame in unselected:
-            return unselected[frame]
+            return self.mem_ring + unselected[frame]
         if frame < 0:
             return None
         slot = self.mem_slot(frame)
-        return slot if self.mem_frames[b, slot - self.bank.cond_slots] == frame else None
+        return slot if self.mem_frames[b, slot] == frame else None
 
     def _pointer_of(self, b: int, frame: int, unselected: dict[int, int]) -> int | None:
         if frame in unselected:
-            return unselected[frame]
+            return self.ptr_ring + unselected[frame]
         slot = self.ptr_slot(frame)
-        return slot if self.ptr_frames[b, slot - self.bank.cond_slots] == frame else None
+        return slot if self.ptr_frames[b, slot] == frame else None

@@ -41,7 +41,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         graphs=defaults.graphs if args.graphs is None else _graphs(args.graphs),
         op_types=defaults.op_types if args.op_types is None else tuple(args.op_types.split(",")),
         exclude=tuple(args.exclude) if args.exclude else defaults.exclude,
-        weight_matmul_only=not args.all_matmuls, percentile=args.percentile, objects=args.objects,
+        weight_matmul_only=not args.all_matmuls, fp16_base=not args.fp32_base, percentile=args.percentile,
+        objects=args.objects,
         max_samples=args.max_samples, seed=args.seed, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     if not args.data:
         raise Sam2rtError("pass calibration data with --data VIDEO_OR_DIR [...]")
@@ -49,7 +50,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from sam2rt.cli.lint import lint_warnings
 
     lint_warnings(manifest.parent)
-    print(f"wrote {manifest.parent} (INT8 QDQ: {', '.join(cfg.graphs) or 'no graphs'}; the rest FP32)")
+    base = "FP16" if cfg.fp16_base else "FP32"
+    print(f"wrote {manifest.parent} (INT8 QDQ on the {base} graphs: {', '.join(cfg.graphs) or 'no graphs'}; "
+          f"the rest {base})")
     return 0
 
 
@@ -72,6 +75,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="op types to quantize (default Conv,ConvTranspose,MatMul,Gemm)")
     p.add_argument("--all-matmuls", action="store_true",
                    help="also quantize activation x activation MatMuls (attention); default: weight MatMuls only")
+    p.add_argument("--fp32-base", action="store_true",
+                   help="keep the graphs FP32 around the Q/DQ (default: FP16 graphs with FP16 scales, so everything "
+                        "outside Q/DQ runs in FP16 in a strongly typed TensorRT network)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="keep nodes matching GLOB or GRAPH:GLOB (node names, fnmatch) in float; repeatable; replaces the default list")
     p.add_argument("--objects", type=int, default=2, help="objects prompted per clip while capturing (default 2)")

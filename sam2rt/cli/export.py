@@ -19,7 +19,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         args.seed = 0
     bank = BankConfig(cond_slots=args.cond_slots, max_objects=args.max_objects, max_points=args.max_points)
     cfg = ExportConfig(model=args.model, out=args.out, image_size=args.image_size, checkpoint=args.checkpoint,
-                       random_seed=args.seed if args.random_weights else None, verify=not args.no_verify, bank=bank)
+                       random_seed=args.seed if args.random_weights else None, verify=not args.no_verify, bank=bank,
+                       attention=args.attention)
     manifest = export_model(cfg)
     print(f"wrote {manifest.parent} (4 graphs, constants, manifest)")
     lint_warnings(manifest.parent)
@@ -38,4 +39,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cond-slots", type=int, default=4, help="conditioning frames in the memory bank")
     p.add_argument("--max-objects", type=int, default=16, help="recorded for engine profiles")
     p.add_argument("--max-points", type=int, default=16, help="recorded for engine profiles")
+    p.add_argument("--attention", choices=("fused", "cpu"), default="fused",
+                   help="memory attention's form: fused (TensorRT's fusable pattern, default) or cpu (ONNX Runtime "
+                        "CPU only; see docs/gpu.md)")
     p.set_defaults(func=_cmd_export)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from sam2rt import contract as C
 from sam2rt.calibration.capture import CaptureSettings, captured_samples
@@ -133,3 +133,68 @@ def test_histogram_methods_take_runs_of_different_shapes(exported_tiny_256: Path
                                     CalibrationConfig(method=method, percentile=99.9))
     assert details["method"] == method and details["quantize_linear"] > 0
     assert all(not z.any() for z in _zero_points(model))
+
+
+def _matmuls_with_dq(model: onnx.ModelProto, names: list[str]) -> list[str]:
+    """Of the MatMuls ``names``, those with an operand straight from a DequantizeLinear (quantized)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return [n.name for n in model.graph.node if n.name in set(names)
+            and any(i in producer and producer[i].op_type == "DequantizeLinear" for i in n.input)]
+
+
+def test_attention_products_carry_no_qdq(int8_256: Path) -> None:
+    """Q·Kᵀ and softmax·V stay in float (ORT's quantizer ignores MatMulConstBOnly); weight MatMuls are INT8."""
+    from sam2rt.calibration.int8 import activation_matmuls
+
+    manifest = load_manifest(int8_256)
+    for spec in C.GRAPHS:
+        model = onnx.load(str(manifest.graph_path(spec.name)))
+        attention = activation_matmuls(model)
+        weights = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in set(attention)]
+        if spec.name != "memory_encoder":  # the three graphs with attention
+            assert len(attention) >= 2, spec.name
+            assert manifest.raw["conversion"]["graphs"][spec.name]["activation_matmuls_in_float"] == len(attention)
+        assert _matmuls_with_dq(model, attention) == [], spec.name
+        if spec.name in ("image_encoder", "memory_attention"):
+            assert _matmuls_with_dq(model, weights), spec.name  # the weight MatMuls are quantized
+
+
+def test_attention_products_quantized_when_asked(exported_tiny_256: Path, int8_256: Path, shared_data: Path) -> None:
+    from sam2rt.calibration.int8 import activation_matmuls, quantize_graph
+
+    manifest = load_manifest(exported_tiny_256)
+    clips = plan_clips(find_sources(_data(shared_data)), SMALL["frames"], SMALL["clip_len"])
+    samples = captured_samples(manifest, clips, CaptureSettings(max_samples=SMALL["max_samples"]),
+                               cache_dir=int8_256.parent / "cache", log=lambda _: None)
+    cfg = CalibrationConfig(weight_matmul_only=False, progress=False, **SMALL)
+    model, details = quantize_graph(manifest.graph_path("memory_attention"), samples["memory_attention"][:2], cfg)
+    attention = activation_matmuls(onnx.load(str(manifest.graph_path("memory_attention"))))
+    assert details["activation_matmuls_in_float"] == 0
+    assert sorted(_matmuls_with_dq(model, attention)) == sorted(attention)
+
+
+def test_qdq_sits_on_fp16_graphs(int8_256: Path) -> None:
+    """FP16 base: Q/DQ scales are FP16 (opset 19), the decoder is the FP16 graph, inputs/outputs stay FP32."""
+    manifest = load_manifest(int8_256)
+    graphs = manifest.raw["conversion"]["graphs"]
+    for spec in C.GRAPHS:
+        model = onnx.load(str(manifest.graph_path(spec.name)))
+        inits = {i.name: i for i in model.graph.initializer}
+        scales = [inits[n.input[1]].data_type for n in model.graph.node
+                  if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits]
+        assert scales and set(scales) == {TensorProto.FLOAT16}, spec.name
+        assert next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx")) == 19
+        assert {i.type.tensor_type.elem_type for i in model.graph.input} <= {TensorProto.FLOAT, TensorProto.INT32,
+                                                                            TensorProto.BOOL}
+        assert "fp16" in graphs[spec.name] and graphs[spec.name]["fp16"]["compute_nodes"] > 0
+
+
+def test_graphs_not_quantized_are_the_fp16_graphs(exported_tiny_256: Path, int8_256: Path, shared_data: Path,
+                                                  tmp_path: Path) -> None:
+    cfg = CalibrationConfig(graphs=("memory_encoder",), cache_dir=int8_256.parent / "cache", progress=False, **SMALL)
+    manifest = load_manifest(calibrate_model(exported_tiny_256, _data(shared_data), tmp_path / "m", cfg).parent)
+    graphs = manifest.raw["conversion"]["graphs"]
+    decoder = onnx.load(str(manifest.graph_path("mask_decoder")))
+    assert graphs["mask_decoder"]["precision"] == "fp16" and not graphs["mask_decoder"]["quantized"]
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in decoder.graph.node)
+    assert any(i.data_type == TensorProto.FLOAT16 for i in decoder.graph.initializer)

@@ -8,7 +8,7 @@ import pytest
 from sam2rt import contract as C
 from sam2rt.runtime.bank import SelectionRules
 from sam2rt.runtime.backends.cuda import HostAllocator
-from sam2rt.runtime.backends.device_bank import DeviceBank
+from sam2rt.runtime.backends.device_bank import DeviceBank, bind_prefix, valid_prefix
 from sam2rt.runtime.backends.executor import OBJECT_TENSORS, BufferSet, planned_bytes, relayout
 
 
@@ -60,14 +60,17 @@ def test_ring_selection_after_twenty_frames() -> None:
     bank.add_cond(b, 0)
     bank.commit(0, (b,))
     for t in range(1, 21):
-        assert bank.mem_slot(t) == 4 + t % 6 and bank.ptr_slot(t) == 4 + t % 15
+        assert bank.mem_slot(t) == t % 6 and bank.ptr_slot(t) == t % 15  # rings first
         bank.commit(t)
+    assert bank.cond_slot(b, 0) == (6, 15)  # conditioning slots after the rings
     out = _prepare(bank, 21)
     valid, tpos = out["memory_valid"][:, 0], out["memory_tpos"][:, 0]
-    assert valid.sum() == 7 and valid[0] and tpos[0] == 6  # the conditioning frame + the 6 previous frames
+    assert valid.sum() == 7 and valid[6] and tpos[6] == 6  # the conditioning frame + the 6 previous frames
     assert sorted(tpos[valid].tolist()) == [0, 1, 2, 3, 4, 5, 6]
     assert out["obj_ptr_valid"][:, 0].sum() == 16  # the conditioning pointer + 15 previous frames
-    np.testing.assert_allclose(out["obj_ptr_tpos"][0, 0], 21 / 15)
+    np.testing.assert_allclose(out["obj_ptr_tpos"][15, 0], 21 / 15)
+    # every valid slot is inside the bound prefix, which is just the valid slots in steady state
+    assert valid_prefix(out["memory_valid"], out["obj_ptr_valid"]) == (7, 16)
 
 
 def test_new_object_sees_only_its_own_frames() -> None:
@@ -131,3 +134,19 @@ def test_vectorised_prepare_equals_the_reference(max_cond: int) -> None:
         bank.prepare_reference(t + 1, one_ref, objects=[B - 1])
         for name in one:
             np.testing.assert_array_equal(one[name], one_ref[name])
+
+
+def test_valid_prefix_covers_every_valid_slot_and_binds_views() -> None:
+    valid = np.zeros((10, 2), bool)
+    assert valid_prefix(valid, np.zeros((19, 2), bool)) == (1, 1)  # an empty bank: one masked slot
+    valid[2, 0] = valid[6, 1] = True
+    ptrs = np.zeros((19, 2), bool)
+    ptrs[[0, 15], 1] = True
+    assert valid_prefix(valid, ptrs) == (7, 16)
+    bufs = BufferSet(HostAllocator(), OBJECT_TENSORS, _dims(2))
+    cut = bind_prefix(bufs.bufs, 7, 16)
+    for name in ("memory", "memory_valid", "memory_tpos"):
+        assert cut[name].shape[0] == 7 and cut[name].ptr == bufs[name].ptr
+    for name in ("obj_ptrs", "obj_ptr_valid", "obj_ptr_tpos"):
+        assert cut[name].shape[0] == 16 and cut[name].ptr == bufs[name].ptr
+    assert cut["point_coords"] is bufs["point_coords"]

@@ -1,0 +1,34 @@
+"""Memory attention's two export forms: "fused" (TensorRT's fusable attention) and "cpu" (value projection
+after the weighted sum) compute the same thing; the lint tells them apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def test_cpu_form_equals_fused_form_and_is_reported(exported_tiny_256: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from sam2rt import contract as C
+    from sam2rt.benchmarks.memory_attention import bank_feeds
+    from sam2rt.engines.lint import lint_file
+    from sam2rt.export.checkpoints import build_model
+    from sam2rt.export.exporter import _example_inputs, export_graph
+    from sam2rt.export.memory_attention import MemoryAttentionGraph
+    from sam2rt.runtime.backends.ort import OrtRunner
+
+    model, _ = build_model("sam2.1_hiera_tiny", 256, random_seed=0)  # the weights of exported_tiny_256
+    path = tmp_path / "memory_attention.onnx"
+    export_graph(MemoryAttentionGraph(model, 256, "cpu"), C.MEMORY_ATTENTION,
+                 _example_inputs(256, C.BankConfig())["memory_attention"], path)
+    findings = [v for v in lint_file(path) if v.rule == "attention-form"]
+    layers = len(model.memory_attention.layers)
+    assert len(findings) == layers and all("head sizes differ (Q 256, K 256, V 64)" in v.message for v in findings)
+
+    fused = exported_tiny_256 / C.MEMORY_ATTENTION.filename
+    feeds = {"vision_feat": np.random.default_rng(0).standard_normal((1, 256, 16, 16), np.float32),
+             **bank_feeds(10, 19, 5, 256)}
+    outs = [OrtRunner(C.MEMORY_ATTENTION, 256, p, threads=1).run(feeds)["conditioned_feat"] for p in (path, fused)]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-5)
