@@ -3,7 +3,8 @@
 ``python -m sam2rt.benchmarks.graph_profile --models DIR [DIR ...] --graphs memory_attention --threads 1 2``
 
 For each graph and thread count, every model directory's session is called in turn on the same steady-state
-feeds (a full bank: 1 conditioning + 6 recent memories, 16 object pointers, K objects), ``calls`` rounds,
+feeds (a full bank as the runtime sends it: 1 conditioning + 6 recent memories, 16 object pointers, K
+objects), ``calls`` rounds,
 so a busy spell on a shared machine hits every variant alike. Two clocks per call: wall time and the
 process's CPU time (``time.process_time``: all threads), which is what a loaded machine distorts least.
 With ``--profile`` each session also runs under ONNX Runtime's profiler and the node time is summed per
@@ -37,11 +38,13 @@ COND_MEMORIES, RECENT_MEMORIES, POINTERS = 1, 6, 16  # what a tracked object att
 def steady_feeds(spec: C.GraphSpec, image_size: int, bank: C.BankConfig, objects: int, seed: int = 0) -> Feeds:
     """Random inputs with the shapes, dtypes and validity of a steady tracking frame (full bank).
 
-    Valid memories and pointers are the leading slots (a contiguous prefix); values are N(0, 1) floats,
-    which is all a timing needs (no data-dependent branches in these graphs' kernels).
+    Memory attention gets what the ONNX Runtime path feeds it (``runtime.bank.BankInputs.feeds``): only the
+    used slots, 1 conditioning + 6 recent memories and 16 object pointers, all valid. Values are N(0, 1)
+    floats, which is all a timing needs (no data-dependent branches in these graphs' kernels).
     """
     rng = np.random.default_rng(seed)
-    dims = {**C.resolve_dims(image_size), "B": objects, "M": bank.memory_slots, "P": bank.ptr_slots, "N": 2}
+    memories, pointers = min(COND_MEMORIES + RECENT_MEMORIES, bank.memory_slots), min(POINTERS, bank.ptr_slots)
+    dims = {**C.resolve_dims(image_size), "B": objects, "M": memories, "P": pointers, "N": 2}
     feeds: Feeds = {}
     for t in spec.inputs:
         shape = tuple(int(dims[d]) if isinstance(d, str) else d for d in t.shape)
@@ -52,11 +55,10 @@ def steady_feeds(spec: C.GraphSpec, image_size: int, bank: C.BankConfig, objects
         else:
             feeds[t.name] = np.zeros(shape, np.dtype(t.dtype))
     if spec.name == "memory_attention":
-        used = COND_MEMORIES + RECENT_MEMORIES
-        feeds["memory_valid"][:used] = True
-        feeds["memory_tpos"][:] = np.arange(bank.memory_slots, dtype=np.int32)[:, None] % 7
-        feeds["obj_ptr_valid"][:POINTERS] = True
-        feeds["obj_ptr_tpos"][:] = np.linspace(0, 1, bank.ptr_slots, dtype=np.float32)[:, None]
+        feeds["memory_valid"][:] = True
+        feeds["memory_tpos"][:] = np.arange(memories, dtype=np.int32)[::-1, None]  # 6 = conditioning
+        feeds["obj_ptr_valid"][:] = True
+        feeds["obj_ptr_tpos"][:] = np.linspace(0, 1, pointers, dtype=np.float32)[:, None]
     elif spec.name == "mask_decoder":
         feeds["point_labels"][:] = np.array([1, -1], np.int32)
         feeds["point_coords"] = (rng.uniform(0, image_size, feeds["point_coords"].shape)).astype(np.float32)
