@@ -240,10 +240,13 @@ def _official_text(o: dict[str, Any]) -> str:
     iou = o["iou"]
     speed = (f"speedup {o['speedup_vs_official']:.2f}x (propagation only {o['propagate_speedup_vs_official']:.2f}x)"
              if o["speedup_vs_official"] else "speedup not quoted: the results differ (see IoU)")
+    cpu = (f"\n  process CPU time s/frame official {o['official_cpu_s_per_frame']:.3f}, sam2rt "
+           f"{o['ours_cpu_s_per_frame']:.3f}; ratio {o['cpu_speedup_vs_official']:.2f}x (less distorted by other load)"
+           if o.get("cpu_speedup_vs_official") else "")
     return (f"official SAM2VideoPredictor, same {o['frames']} JPEG frames, {o['objects']} objects, "
             f"{o['device']}, hole filling {'on' if o['fill_hole_area'] else 'off'} in both:\n"
             f"  s/frame (init + prompts + propagation) official {o['official_s_per_frame']:.3f}, "
-            f"sam2rt {o['ours_s_per_frame']:.3f}; {speed}\n"
+            f"sam2rt {o['ours_s_per_frame']:.3f}; {speed}{cpu}\n"
             f"  IoU vs official: {iou['masks']} frame-object masks, mean {iou['mean']:.6f}, min {iou['min']:.6f}, "
             f"max |logit diff| {iou['max_logit_diff']:.2e} -> {'match' if iou['results_match'] else 'MISMATCH'}"
             + (f"; where both find the object mean {iou['mean_both_present']:.6f}, presence disagreements "

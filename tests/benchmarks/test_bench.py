@@ -141,6 +141,7 @@ def test_bench_end_to_end(exported_tiny_256: Path, shared_data: Path, tmp_path: 
     assert official["frames"] == frames and official["objects"] == 2 and official["device"] == "cpu"
     assert official["official_s_per_frame"] > 0 and official["ours_s_per_frame"] > 0
     assert official["speedup_vs_official"] > 0 and official["propagate_speedup_vs_official"] > 0
+    assert official["cpu_speedup_vs_official"] > 0 and len(official["ours_runs_cpu_s"]) == 1
     iou = official["iou"]
     assert iou["masks"] == 1 + 2 + frames * 2  # click 1 (one object), click 2 (two), propagation
     assert iou["results_match"] and iou["mean"] >= 0.99 and 0 <= iou["min"] <= 1
