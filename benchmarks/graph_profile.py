@@ -116,6 +116,7 @@ def profile_graphs(models: Sequence[Path], graphs: Sequence[str], threads: Seque
 
     Returns {"machine", "objects", "rows": [{graph, threads, model, precision, wall_ms, cpu_ms, ops?}]}.
     """
+    machine = machine_info()  # the load average before the runs; the one after is added at the end
     manifests = [load_manifest(m) for m in models]
     image_size = manifests[0].image_size
     rows = []
@@ -133,7 +134,6 @@ def profile_graphs(models: Sequence[Path], graphs: Sequence[str], threads: Seque
                     if profile:
                         row["ops"] = op_times(sessions[str(i)].end_profiling(), calls)
                     rows.append(row)
-    machine = machine_info()
     machine["loadavg_end"] = list(os.getloadavg())
     return {"machine": machine, "objects": objects, "rows": rows}
 

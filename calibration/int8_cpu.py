@@ -243,6 +243,10 @@ def convert_int8_cpu(model_dir: str | Path, out: str | Path, config: CpuInt8Conf
     source = load_fp32_source(model_dir, "int8-cpu conversion")
     check_cpu_source(source)
     check_out_dir(source, out)
+    if source.raw.get("exporter", {}).get("attention", "cpu") != "cpu":
+        log("int8-cpu: note: this export has memory attention in the TensorRT-fusable form (V projected before the "
+            "weighted sum, 4x the multiply-adds of the largest product); for ONNX Runtime CPU export with "
+            "`sam2rt export --attention cpu` and convert that")
     graphs: dict[str, onnx.ModelProto] = {}
     details: dict[str, Any] = {}
     for spec in C.GRAPHS:
