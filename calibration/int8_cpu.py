@@ -187,7 +187,7 @@ def quantize_graph_cpu(fp32_path: Path, name: str, config: CpuInt8Config) -> tup
             act_mm = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
             u8s8 = attention and config.attention_u8s8
             if u8s8:  # before quantize_dynamic, which then sees only the weight MatMuls
-                quantize_activation_matmuls(model, config.exclude)
+                act_mm = quantize_activation_matmuls(model, config.exclude)
             onnx.save(model, str(prepared))
             quantize_dynamic(str(prepared), str(out), op_types_to_quantize=list(WEIGHT_OPS),
                              per_channel=config.per_channel, reduce_range=config.reduce_range,
