@@ -73,8 +73,19 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     Raises Sam2rtError naming the file, the entry index and what to change.
     """
     path = Path(path)
-    entries = _read_json_list(path)
-    prompts = [_parse_entry(entry, f"{path} entry {i}", path.parent) for i, entry in enumerate(entries)]
+    return parse_prompts(_read_json_list(path), str(path), path.parent)
+
+
+def parse_prompts(entries: Sequence[Any], where: str, base: Path) -> list[Prompt]:
+    """Validate prompt entries already read from JSON (or YAML): the list of a prompts file.
+
+    where: names the list in error messages (entries become "<where> entry <i>"); base: the folder that
+    mask paths are relative to. Raises Sam2rtError as ``load_prompts`` does.
+    """
+    if not isinstance(entries, list) or not entries:
+        raise Sam2rtError(f"{where}: prompts must be a non-empty list of prompt entries, e.g. "
+                          '[{"frame": 0, "obj_id": 1, "points": [[100, 200]], "labels": [1]}]')
+    prompts = [_parse_entry(entry, f"{where} entry {i}", base) for i, entry in enumerate(entries)]
     _check_unique(prompts)
     return prompts
 

@@ -24,6 +24,8 @@ from sam2rt.cli.camera import add_camera
 from sam2rt.cli.download import add_download
 from sam2rt.cli.export import add_export
 from sam2rt.cli.track import add_track
+from sam2rt.cli.track_batch import add_track_batch
+from sam2rt.cli.fleet import add_fleet
 from sam2rt.cli.verify import add_verify
 from sam2rt.errors import Sam2rtError
 from sam2rt.signals import Terminated, signals_as_exceptions
@@ -41,6 +43,8 @@ SUBCOMMANDS.append(add_report)
 SUBCOMMANDS.append(add_calibrate)
 SUBCOMMANDS.append(add_lint)
 SUBCOMMANDS.append(add_ros2)
+SUBCOMMANDS.append(add_track_batch)
+SUBCOMMANDS.append(add_fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -190,8 +190,12 @@ def _commit(video_tmp: Path, out: Path, staged_masks: Path | None, masks_dir: Pa
 # --------------------------------------------------------------------------- the run
 
 
-def track_video(cfg: TrackConfig) -> TrackResult:
-    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings."""
+def track_video(cfg: TrackConfig, predictor: Any | None = None) -> TrackResult:
+    """Track ``cfg.prompts`` through ``cfg.video``; write the overlay (and masks); return counts and timings.
+
+    predictor: a loaded ``VideoPredictor`` of ``cfg.model`` to reuse (one model for many videos, as the
+    workers of ``sam2rt track-batch`` do); None loads one.
+    """
     from sam2rt.prompts_file import apply_prompt
     from sam2rt.runtime.predictor import VideoPredictor
 
@@ -200,7 +204,8 @@ def track_video(cfg: TrackConfig) -> TrackResult:
         raise Sam2rtError("no prompt: give at least one point, box or mask")
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
     cfg = replace(cfg, masks_dir=masks_dir)
-    predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
+    if predictor is None:
+        predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
     state = predictor.init_state(str(cfg.video))
     try:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)
