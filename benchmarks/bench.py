@@ -325,7 +325,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     load_s = time.perf_counter() - start
     log(f"bench: {manifest.model_name} @{manifest.image_size}, {cfg.frames} frames {width}x{height}, "
         f"{cfg.objects} objects, {cfg.repeats} repeats")
-    log(f"bench: {machine['cpu']}, {machine['usable_cores']} usable cores, {threads_text(cfg.threads)}, "
+    log(f"bench: {machine['cpu']}, {machine['usable_cores']} usable cores, {threads_text(cfg.threads, machine['physical_cores'])}, "
         f"load average {_load_text(machine['loadavg_start'])}")
     if load_warning(machine):
         log(load_warning(machine))

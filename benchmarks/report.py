@@ -70,7 +70,7 @@ def machine_info() -> dict[str, Any]:
             pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"platform": platform.platform(), "cpu": _cpu_model(), "logical_cores": os.cpu_count(),
-            "usable_cores": usable, "python": sys.version.split()[0], "versions": versions,
+            "usable_cores": usable, "physical_cores": physical_cores(), "python": sys.version.split()[0], "versions": versions,
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
@@ -86,9 +86,31 @@ def load_warning(machine: dict[str, Any]) -> str | None:
             "side by side in this run (e.g. the speedup vs the official predictor), and re-run on an idle machine")
 
 
-def threads_text(threads: int) -> str:
-    """The intra-op thread setting as the user reads it."""
-    return f"{threads} intra-op threads" if threads else "ONNX Runtime's default intra-op threads (one per physical core)"
+def physical_cores() -> int | None:
+    """Physical cores among the CPUs this process may use (distinct physical id / core id in /proc/cpuinfo)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cores, cpu, package = set(), None, "0"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    package = value
+                elif key == "core id" and (usable is None or cpu in usable):
+                    cores.add((package, value))
+    except (OSError, ValueError):
+        return None
+    return len(cores) or None
+
+
+def threads_text(threads: int, cores: int | None = None) -> str:
+    """The intra-op thread setting as the user reads it; ``cores``: physical cores (ONNX Runtime's default)."""
+    if threads:
+        return f"{threads} intra-op threads"
+    count = f": {cores} here" if cores else ""
+    return f"ONNX Runtime's default intra-op threads (one per physical core{count})"
 
 
 def rss_mb() -> float:
@@ -183,7 +205,8 @@ def _headline(result: dict[str, Any]) -> str:
     loads = [f"{load[0]:.1f}" for load in (machine.get("loadavg_start"), machine.get("loadavg_end")) if load]
     load_text = f", load avg {' -> '.join(loads)}" if loads else ""
     return (f"{m['name']} @{m['image_size']} {m['precision']}, {c['backend']} on {result['device']['name']} "
-            f"({machine['cpu']}, {machine['usable_cores']} cores{load_text}; {threads_text(c['threads'])})")
+            f"({machine['cpu']}, {machine['usable_cores']} cores{load_text}; "
+            f"{threads_text(c['threads'], machine.get('physical_cores'))})")
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
@@ -244,7 +267,8 @@ def _official_text(o: dict[str, Any]) -> str:
            f"{o['ours_cpu_s_per_frame']:.3f}; ratio {o['cpu_speedup_vs_official']:.2f}x (less distorted by other load)"
            if o.get("cpu_speedup_vs_official") else "")
     return (f"official SAM2VideoPredictor, same {o['frames']} JPEG frames, {o['objects']} objects, "
-            f"{o['device']}, hole filling {'on' if o['fill_hole_area'] else 'off'} in both:\n"
+            f"{o['device']}, torch threads {o.get('torch_threads', '?')}, hole filling "
+            f"{'on' if o['fill_hole_area'] else 'off'} in both:\n"
             f"  s/frame (init + prompts + propagation) official {o['official_s_per_frame']:.3f}, "
             f"sam2rt {o['ours_s_per_frame']:.3f}; {speed}{cpu}\n"
             f"  IoU vs official: {iou['masks']} frame-object masks, mean {iou['mean']:.6f}, min {iou['min']:.6f}, "

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from sam2rt.benchmarks.bench import COMPONENTS, BenchConfig, grid_clicks, timed_calls
-from sam2rt.benchmarks.report import load_warning, repeated, summarize, threads_text
+from sam2rt.benchmarks.report import load_warning, physical_cores, repeated, summarize, threads_text
 from sam2rt.cli import main
 from sam2rt.errors import Sam2rtError
 
@@ -72,6 +73,8 @@ def test_load_above_the_core_count_is_warned_about() -> None:
     assert load_warning({**busy, "loadavg_end": [1.9, 1.0, 1.0]}) is None  # at or under the cores: quiet
     assert load_warning({"usable_cores": 2, "loadavg_start": None, "loadavg_end": None}) is None  # unknown
     assert threads_text(0).startswith("ONNX Runtime's default") and threads_text(2) == "2 intra-op threads"
+    assert threads_text(0, 2).endswith("(one per physical core: 2 here)")
+    assert physical_cores() is None or 1 <= physical_cores() <= os.cpu_count()
 
 
 def test_config_needs_a_steady_state_frame() -> None:
