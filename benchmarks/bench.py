@@ -10,6 +10,9 @@ K objects get one positive click each on frame 0, on a grid inside the frame (:f
   (7 = the memory bank is full), pooled over the repeats with K objects.
 - e2e: propagation frames per second for 1..K objects (median of ``repeats``), first-frame latency
   (``init_state`` + the first click) and the time to add a click on a tracked frame.
+- live (backend trt): the live tracker a real-time user runs (``Model.stream()``, ``track(output="result")``),
+  p50/p99 milliseconds per call and its CUDA graph captures/replays; the components above time the offline
+  ``VideoPredictor`` through the host-staging runners.
 - memory: peak and current RSS of the process; ``soak`` frames of a ``StreamTracker`` looping the clip.
 - official: the official ``SAM2VideoPredictor`` (same weights, JPEG frames, clicks, image size, CPU) and
   this runtime, both through the official API on the same JPEG folder, and their per-frame mask IoU.
@@ -241,6 +244,29 @@ def _components(sessions: list[Session], steady_from: int) -> dict[str, dict[str
     return out
 
 
+def measure_live(cfg: BenchConfig, clip: list[np.ndarray], clicks: Sequence[Click]) -> dict[str, Any]:
+    """The live tracker a real-time user runs (``Model.stream()``, ``track(output="result")``: the fast output,
+    masks made on the device on TensorRT) over the clip with ``clicks``: per-call milliseconds after a warm-up
+    of 5 frames, and on TensorRT the CUDA graph captures/replays."""
+    from sam2rt.runtime.model import Model
+
+    model = Model(cfg.model, backend=cfg.backend, threads=cfg.threads)
+    with model.stream() as tracker:
+        tracker.load_first_frame(clip[0])
+        for obj_id, xy in clicks:
+            tracker.add_new_prompt(0, obj_id, points=[xy], labels=[1])
+        ms = []
+        for frame in clip[1:]:
+            start = time.perf_counter()
+            tracker.track(frame, output="result")
+            ms.append((time.perf_counter() - start) * 1e3)
+        graphs = getattr(tracker.executor, "graphs", None)
+        steady = np.array(ms[5:] or ms)
+        return {"frames": len(ms), "objects": len(clicks), "track_p50_ms": float(np.percentile(steady, 50)),
+                "track_p99_ms": float(np.percentile(steady, 99)), "fps": float(1e3 / steady.mean()),
+                "graph_captures": getattr(graphs, "captures", None), "graph_replays": getattr(graphs, "replays", None)}
+
+
 def measure_predictor(cfg: BenchConfig, predictor: VideoPredictor, clip: list[np.ndarray],
                       clicks: Sequence[Click]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Components (K objects) and end-to-end timings (1..K objects), ``repeats`` rounds interleaved."""
@@ -336,6 +362,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         log(f"WARNING: {label} was not called through a timed entry point; its time is in host_other")
     # before the soak's second model and the official predictor; in a process that imported torch earlier
     # (a test run) both include it
+    live = None
+    if cfg.backend == "trt":  # what a real-time user runs: the live tracker on the fast output
+        live = measure_live(cfg, clip, clicks)
+        log(f"bench: live tracker, {live['objects']} objects: track p50 {live['track_p50_ms']:.2f} ms, p99 "
+            f"{live['track_p99_ms']:.2f} ms ({live['fps']:.1f} FPS), CUDA graph captures {live['graph_captures']}, "
+            f"replays {live['graph_replays']}")
     memory: dict[str, Any] = {"peak_rss_mb": peak_rss_mb(), "current_rss_mb": rss_mb(), "soak": None}
     if cfg.soak:
         log(f"bench: soak, {cfg.soak} frames")
@@ -356,5 +388,5 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     return {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "machine": machine, "device": device_info(predictor), "model": model_summary(manifest),
             "clicks": [{"obj_id": o, "xy": xy} for o, xy in clicks], "components": components, "e2e": e2e,
-            "memory": memory, "official": official, "noisy": bool(noisy), "noisy_metrics": noisy}
+            "live": live, "memory": memory, "official": official, "noisy": bool(noisy), "noisy_metrics": noisy}
 

@@ -1,38 +1,36 @@
-"""One-command check of the GPU stack: ``python -m sam2rt.benchmarks.gpu_check [--out DIR] [--skip-trt]``.
+"""One-command check of the GPU stack: ``python -m sam2rt.benchmarks.gpu_check [--model DIR] [--json FILE]``.
 
-On any CUDA machine with cuda-python (TensorRT not needed) it exercises ``sam2rt.runtime.backends.cuda`` for real:
-device and pinned allocations, copies up and down with their values checked, one stream, event timing, a
-"tracking step" of device copies (standing in for engines) captured as a CUDA graph and replayed with new
-inputs, and two sessions in a row (buffers freed and reallocated: the first session's graphs must not be
-replayed, and the second session's values must be right). Where TensorRT is installed too, it exports a small
-model, builds its engines, checks the postprocessing engine's masks against the host's ``threshold_resize``
-and runs ``sam2rt verify --backend trt`` and ``sam2rt bench --backend trt``.
-Exit status 0 when everything ran and matched, 1 on a wrong value or failed command, 2 without a CUDA GPU.
+CUDA layer (numpy + cuda-python; runs where TensorRT is absent): device and pinned allocations, copies up and
+down with their values checked, event timing, a "tracking step" of device copies captured as a CUDA graph and
+replayed with new inputs, two sessions (graphs dropped with their buffers), two streams at once, the bank's
+ring moves, and streams/events/allocations destroyed. With TensorRT: the engines of a small export (made on
+the spot with torch + sam2, or ``--model``) in FP32 and FP16 (small profiles, a timing cache), then the live
+tracker on TensorRT (device bank, GPU preprocessing, the bf16 rounder, CUDA-graph replay, device masks)
+against the live tracker on ONNX Runtime CPU on the same export (``live_check``): >= 80 frames of a real
+clip, 2 objects, a new object, a correction and a removal mid-stream, two streams of one model interleaved;
+per frame and object the max logit difference and IoU against stated tolerances; graph captures and
+replays counted; p50/p99 of ``track`` on the fast output; the bf16 rounder against numpy's bf16 rounding;
+the postprocessing engine against ``threshold_resize``.
+Exit status: 0 only when everything ran and passed; 1 on any failure; 3 (with a loud line) when not
+everything could run: no CUDA GPU or cuda-python, no TensorRT, no model. A JSON report (``--json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
+import json
 import sys
 import tempfile
-import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
+from sam2rt.benchmarks.live_check import CheckFailed, expect
 from sam2rt.errors import Sam2rtError
 
-
-class CheckFailed(Exception):
-    """A value read back from the GPU was not what was written."""
-
-
-def expect(ok: bool, what: str) -> None:
-    if not ok:
-        raise CheckFailed(what)
-    print(f"  ok  {what}")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def cuda_layer(n: int = 1 << 20) -> None:
@@ -74,116 +72,121 @@ def cuda_layer(n: int = 1 << 20) -> None:
             alloc.copy(b["out"].slot(1), b["ring"].slot(slot))
             alloc.download(b["out"])
 
-        for step in range(6):  # keys 0, 1: run, capture, then replays
-            slot = step % 2
+        for step in range(6):  # one key: run, run + capture, then replays (new inputs through the pinned copy)
             bufs["x"].mirror[0] = 100 * session + step
-            cache.step((slot,), lambda s=slot: enqueue(s))
+            cache.step((1,), lambda: enqueue(1))
             stream.synchronize()
             expect(bufs["out"].mirror[1, 0] == 100 * session + step,
-                   f"session {session}, step {step}: value through the {'replayed' if step >= 4 else 'run'} step")
-        expect(cache.replays >= 2 * (session + 1) and len(cache) == 2, f"session {session}: 2 graphs, replayed")
+                   f"session {session}, step {step}: value through the {'replayed' if step >= 2 else 'run'} step")
+        expect(cache.replays == 4 * (session + 1) and len(cache) == 1, f"session {session}: 1 graph, replayed")
         cache.drop()  # a new session: buffers go, graphs with them
         for b in bufs.values():
             alloc.free(b)
         expect(cache.generation == gen + 1 and len(cache) == 0, f"session {session}: graphs dropped with buffers")
     alloc.close()
+    for handle in (start, end, stream):
+        handle.close()
 
 
-def tensorrt_stack(work: Path) -> None:
-    """Export a small model, build its engines, verify and bench on TensorRT (CLI, as a user would)."""
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "bedroom_frames"
-    model = work / "tiny256"
-    prompts = work / "prompts.json"
-    prompts.write_text('[{"frame": 0, "obj_id": 1, "points": [[420, 260]], "labels": [1]}]')
-    commands = [
-        ["export", "--model", "sam2.1_hiera_tiny", "--image-size", "256", "--random-weights", "--out", str(model)],
-        ["build", str(model)],
-        ["verify", "--model", str(model), "--random-weights", "--video", str(data), "--prompts", str(prompts),
-         "--frames", "16", "--backend", "trt"],
-        ["bench", "--model", str(model), "--backend", "trt", "--video", str(data), "--frames", "30",
-         "--json", str(work / "bench.json")],
-    ]
-    for args in commands:
-        print("$ sam2rt " + " ".join(args), flush=True)
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "sam2rt", *args])
-        expect(done.returncode == 0, f"sam2rt {args[0]} ({time.perf_counter() - t0:.1f} s)")
-        if args[0] == "build":
-            postprocess_engine(model)
-
-
-def postprocess_engine(model: Path) -> None:
-    """The postprocessing engine (TF32 off) against ``outputs.threshold_resize``: mask-like logits, 1 and 4
-    objects, up- and downscaling, through an upload and through a device buffer bound as it is."""
+def cuda_extras(n: int = 4096) -> None:
+    """Two streams at once, the bank's ring moves (device copies between slots), and destruction."""
     from sam2rt import contract as C
-    from sam2rt.engines.postprocess import resize_matrices
-    from sam2rt.manifest import load_manifest
-    from sam2rt.runtime.backends.cuda import CudaAllocator, Stream
-    from sam2rt.runtime.backends.device_masks import DeviceMasks
-    from sam2rt.runtime.outputs import threshold_resize
-    from sam2rt.runtime.backends.trt import load_engines
+    from sam2rt.runtime.backends.cuda import CudaAllocator, Event, Stream
+    from sam2rt.runtime.backends.device_bank import DeviceBank
+    from sam2rt.runtime.bank import SelectionRules
 
-    engines, cfg = load_engines(model)
-    h4 = C.resolve_dims(load_manifest(model).image_size)["h4"]
-    stream = Stream()
-    alloc = CudaAllocator(stream)
-    post = DeviceMasks(alloc, stream, engines[C.POSTPROCESS.name].context(), h4, cfg.max_frame_side)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:h4, :h4].astype(np.float32)
-    for K in (1, 4):
-        low = np.stack([(r / 2 - np.hypot(yy - cy, xx - cx))[None] * s
-                        for cy, cx, r, s in rng.uniform(h4 / 8, h4 * 7 / 8, (K, 4)) / [1, 1, 1, h4 / 8]])
-        low = low.astype(np.float32)  # (K, 1, h4, h4) discs of varied radius and slope
-        step = alloc.alloc(low.shape, np.float32, mirrored=True)
-        np.copyto(step.mirror, low)
-        alloc.upload(step)
-        for size in ((720, 1280), (1080, 1920), (50, 30)):
-            ref = threshold_resize(low, size)
-            uploaded, bound = post(low, size, bool), post(low, size, np.uint8, device=step)
-            t0 = time.perf_counter()
-            for _ in range(10):
-                post(low, size, bool, device=step)
-            ms = (time.perf_counter() - t0) * 100
-            feeds = resize_matrices(h4, *size)
-            exact = feeds["resize_rows"].astype(np.float64) @ low.astype(np.float64) @ feeds["resize_cols"]
-            near_zero = np.abs(exact[:, 0]) < 1e-4  # where float32 summation order may decide the sign
-            off = [int(((m != ref) & ~near_zero).sum()) for m in (uploaded, bound.astype(bool))]
-            ties = int(((uploaded != ref) & near_zero).sum())
-            expect(off == [0, 0], f"postprocess engine K={K} {size}: masks equal threshold_resize ({ties} pixel(s) "
-                                  f"within float rounding of 0 differ; {ms:.2f} ms per call with the download)")
-        alloc.free(step)
-    post.close()
-    alloc.close()
+    streams = [Stream(), Stream()]
+    allocs = [CudaAllocator(s) for s in streams]
+    bufs = [a.alloc((n,), np.float32, mirrored=True) for a in allocs]
+    for i, (a, b) in enumerate(zip(allocs, bufs)):
+        b.mirror[...] = i + 1
+        a.upload(b)
+        b.mirror[...] = 0
+        a.download(b)
+    for s in streams:
+        s.synchronize()
+    expect(all((b.mirror == i + 1).all() for i, b in enumerate(bufs)), "two streams, each with its own copies")
+    bank = DeviceBank(C.BankConfig(), SelectionRules())
+    bank.add_object()
+    alloc = allocs[0]
+    memory = alloc.alloc((C.BankConfig().memory_slots, 1, 16), np.float32, mirrored=True)
+    newest = memory.slot(bank.mem_new)
+    for t in range(12):  # frame t written to the newest slot; frame t-1 moved to its ring slot first
+        moved = bank.commit(t)
+        if moved is not None:
+            alloc.copy(memory.slot(moved[0]), newest)
+        newest.mirror[...] = t
+        alloc.upload(newest)
+    alloc.download(memory)
+    alloc.synchronize()
+    held = {t: bank.mem_slot(t) for t in range(7, 12)}
+    expect(all((memory.mirror[slot] == t).all() for t, slot in held.items()), "the bank's ring moves on the device")
+    event = Event()
+    for a in allocs:
+        a.close()
+    for s in streams:
+        s.close()
+    event.close()
+    expect(all(a.allocated == 0 and a.pinned_allocated == 0 for a in allocs), "streams, events, memory destroyed")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sam2rt.benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one)")
-    p.add_argument("--skip-trt", action="store_true", help="only the CUDA layer, even where TensorRT is installed")
+    p.add_argument("--model", type=Path, default=None, help="an exported FP32 model (default: export a tiny one)")
+    p.add_argument("--video", type=Path, default=DATA / "videos" / "bedroom.mp4", help="a clip of >= 80 frames")
+    p.add_argument("--frames", type=int, default=90, help="frames of the clip to track (>= 80)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the report here (default OUT/gpu_check.json, or ./gpu_check.json without --out)")
+    p.add_argument("--skip-trt", action="store_true", help="only the CUDA layer (exits 3: not everything ran)")
     args = p.parse_args(argv)
+    report: dict = {"status": "incomplete"}
     try:
         from sam2rt.runtime.backends.cuda import device_properties
 
-        device_properties()
+        report["gpu"] = device_properties()[0]
     except Sam2rtError as e:
-        print(f"gpu_check: no usable CUDA GPU here, nothing checked: {e}", file=sys.stderr)
-        return 2
+        print(f"gpu_check: NOTHING CHECKED (exit 3): no usable CUDA GPU here: {e}", file=sys.stderr)
+        return 3
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.out or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        code = _run(args, work, report)
+        report["status"] = {0: "passed", 1: "failed", 3: "incomplete"}[code]
+        out = args.json or (args.out / "gpu_check.json" if args.out else Path("gpu_check.json"))
+        out.write_text(json.dumps(report, indent=2, default=str))
+        print(f"report: {out}")
+    return code
+
+
+def _run(args: argparse.Namespace, work: Path, report: dict) -> int:
     try:
         print("== CUDA layer (cuda-python)")
         cuda_layer()
+        cuda_extras()
+        report["cuda_layer"] = "passed"
         if args.skip_trt:
-            return 0
+            print("gpu_check: INCOMPLETE (exit 3): only the CUDA layer was checked (--skip-trt)", file=sys.stderr)
+            return 3
         if importlib.util.find_spec("tensorrt") is None:
-            print("== TensorRT: not installed, skipped (pip install \"sam2rt[trt-cu12]\" or JetPack's TensorRT)")
-            return 0
-        print("== TensorRT stack")
-        with tempfile.TemporaryDirectory() as tmp:
-            tensorrt_stack(args.out or Path(tmp))
+            print("gpu_check: INCOMPLETE (exit 3): TensorRT is not installed, only the CUDA layer was checked "
+                  "(docs/gpu.md: which extra to install)", file=sys.stderr)
+            return 3
+        from sam2rt.benchmarks.gpu_check_trt import tensorrt_stack
+
+        code = tensorrt_stack(work, args.model, args.video, args.frames, report)
     except (CheckFailed, Sam2rtError) as e:
         print(f"gpu_check FAILED: {e}", file=sys.stderr)
+        report["failure"] = str(e)
         return 1
-    print("gpu_check: all checks passed")
-    return 0
+    except Exception as e:  # an API the bindings do not have, a crash in a library: a failure, reported
+        traceback.print_exc()
+        print(f"gpu_check FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        report["failure"] = f"{type(e).__name__}: {e}"
+        return 1
+    if code == 0:
+        print("gpu_check: all checks passed")
+    return code
 
 
 if __name__ == "__main__":

@@ -18,9 +18,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from sam2rt.runtime.backends.cuda import Buf, HostAllocator
+
+
+SKIP = 10  # frames not timed: the bank filling up, the step's direct runs and its capture
+
+
+class DeviceCopies(HostAllocator):
+    """Host buffers whose device-to-device copies cost what they cost the host on a GPU: an asynchronous
+    enqueue (a few microseconds), not a numpy copy (the bank's ring move, the feature buffer's move)."""
+
+    def copy(self, dst: Buf, src: Buf, stream: Any = None) -> None:
+        assert dst.nbytes == src.nbytes, f"copy of {src.shape} into {dst.shape}"
 
 
 class NullExecutor:
@@ -29,16 +41,19 @@ class NullExecutor:
     stream = None
 
     def __init__(self) -> None:
-        self.allocator = HostAllocator()
+        self.allocator = DeviceCopies()
         self.generation = 0
         self._seen: dict[tuple, int] = {}
         self._staging: np.ndarray | None = None
         self._masks: np.ndarray | None = None
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
         if self._staging is None or self._staging.shape != rgb.shape:
             self._staging = np.empty_like(rgb)
-        np.copyto(self._staging, rgb)  # the frame into pinned memory; the resize runs on the device
+        if bgr:  # as TrtExecutor: the one copy into pinned staging swaps the channels
+            cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=self._staging)
+        else:
+            np.copyto(self._staging, rgb)  # the frame into pinned memory; the resize runs on the device
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         """No arithmetic."""
@@ -46,7 +61,7 @@ class NullExecutor:
     def step(self, key: tuple, enqueue: Callable[[], None]) -> None:
         full = (self.generation, *key)
         self._seen[full] = self._seen.get(full, 0) + 1
-        if self._seen[full] <= 2:  # run, then capture; replays launch a graph: no Python of the step
+        if self._seen[full] <= 2:  # run, run + capture (as GraphCache); replays launch a graph: no Python of it
             enqueue()
 
     def round_bank(self, slot: Buf) -> None:
@@ -60,12 +75,25 @@ class NullExecutor:
     def synchronize(self) -> None:
         """Nothing queued."""
 
+    def close(self) -> None:
+        """Nothing held."""
+
     def masks(self, low: np.ndarray, size: tuple[int, int], dtype: type, device: Any = None) -> np.ndarray:
         """Device-side threshold/resize: only the result's copy down remains."""
         shape = (low.shape[0], *size)
         if self._masks is None or self._masks.shape != shape or self._masks.dtype != np.dtype(dtype):
             self._masks = np.zeros(shape, dtype)
         return self._masks.copy()
+
+
+_ENGINES: dict[Path, Any] = {}
+
+
+def _engine(model: Path, make: Callable[..., Any]) -> Any:
+    """One loaded model per directory for all measurements of a run."""
+    if model not in _ENGINES:
+        _ENGINES[model] = make(model, threads=1)
+    return _ENGINES[model]
 
 
 def _timed(call: Callable[[], Any], n: int) -> list[float]:
@@ -77,7 +105,8 @@ def _timed(call: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def measure(model: Path, objects: int, frames: int, size: tuple[int, int], output: str) -> dict[str, Any]:
+def measure(model: Path, objects: int, frames: int, size: tuple[int, int], output: str,
+            image_size: int | None = None) -> dict[str, Any]:
     """Per-frame host milliseconds of ``track`` with ``objects`` objects on (H, W) frames."""
     try:
         from sam2rt.runtime.backends import executor as device_step
@@ -95,15 +124,19 @@ def measure(model: Path, objects: int, frames: int, size: tuple[int, int], outpu
         from sam2rt.runtime.engine import Engine
         from sam2rt.runtime.stream import StreamTracker
 
-        tracker = StreamTracker(engine=Engine(model, threads=1), executor=ex)
+        engine = _engine(model, Engine)
+        if image_size is not None:  # the graphs never run here: buffers and logits at another model's sizes
+            engine.size, engine.h = image_size, image_size // 16
+        tracker = StreamTracker(engine=engine, executor=ex)
         which = f"StreamTracker, output={output}"
         track = (lambda f: tracker.track(f, output="result")) if output == "result" else tracker.track
     tracker.load_first_frame(clip[0])
     for k in range(objects):
         tracker.add_new_prompt(0, k + 1, points=[[50 + 100 * k, 60]], labels=[1])
     i = iter(range(10**9))
-    ms = _timed(lambda: track(clip[next(i) % len(clip)]), frames)[70:]  # past run + capture of the first 2 periods of keys
-    return {"tracker": which, "objects": objects, "frame": f"{size[1]}x{size[0]}", "frames": len(ms),
+    ms = _timed(lambda: track(clip[next(i) % len(clip)]), frames)[SKIP:]  # past the run + capture of the one graph
+    return {"tracker": which, "image_size": tracker.engine.size, "objects": objects,
+            "frame": f"{size[1]}x{size[0]}", "frames": len(ms),
             "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
             "p90_ms": float(np.percentile(ms, 90))}
 
@@ -145,11 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", type=int, nargs="+", default=[1, 4])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--size", default="720x1280", help="frame HxW (default 720x1280)")
-    p.add_argument("--output", default="result", choices=("result", "logits"))
+    p.add_argument("--output", nargs="+", default=["result"], choices=("result", "logits"),
+                   help="track()'s output: result (the fast one: masks from the device) and/or logits")
     p.add_argument("--rounds", type=int, default=1, help="repeat the object counts in turn")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="time at this model size (buffers, low-res logits) with the model's graphs loaded: no graph "
+                        "runs, so a small export stands in for a large one")
     p.add_argument("--ort", action="store_true", help="instead: the ONNX Runtime CPU path's host share")
     args = p.parse_args(argv)
+    from sam2rt.benchmarks.report import machine_info
+
     size = tuple(int(s) for s in args.size.split("x"))
     if args.ort:
         for k in args.objects:
@@ -159,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for _ in range(args.rounds):
-        for k in args.objects:
-            row = measure(args.model, k, args.frames, size, args.output)
-            rows.append(row)
+        for output in args.output:
+            for k in args.objects:
+                row = measure(args.model, k, args.frames, size, output, args.image_size)
+                rows.append(row)
             print(f"{row['tracker']}: {k} object(s) at {row['frame']}: median {row['median_ms']:.3f} ms "
                   f"(p10 {row['p10_ms']:.3f}, p90 {row['p90_ms']:.3f}) over {row['frames']} frames", flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"host_overhead": rows, "machine": machine_info()}, indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -61,6 +61,7 @@ def _median_ms(runner: Any, feeds: dict[str, np.ndarray], iters: int) -> float:
 def run(model_dirs: Sequence[str | Path], valid: Sequence[int] = (3, 7, 10), repeats: int = 5, iters: int = 5,
         threads: int = 0) -> dict[str, Any]:
     """Measure; returns a JSON-ready dict: per model and valid count, both ways (ms), speedup, max |diff|."""
+    machine = machine_info()  # the load average before the runs
     models = []
     for d in model_dirs:
         manifest = load_manifest(d)
@@ -83,7 +84,7 @@ def run(model_dirs: Sequence[str | Path], valid: Sequence[int] = (3, 7, 10), rep
         for case in cases.values():
             case["all"].append(_median_ms(case["runner"], case["full"], iters))
             case["prefix"].append(_median_ms(case["runner"], case["cut"], iters))
-    result: dict[str, Any] = {"machine": machine_info(), "image_size": size, "objects": 1, "repeats": repeats,
+    result: dict[str, Any] = {"machine": machine, "image_size": size, "objects": 1, "repeats": repeats,
                               "iters": iters, "threads": threads, "models": {}}
     for (name, v), case in cases.items():
         entry = result["models"].setdefault(name, {"attention": _form(name), "M": case["M"], "P": case["P"],

@@ -65,14 +65,15 @@ def _normalise_chw(resized: np.ndarray) -> np.ndarray:
     return out
 
 
-def preprocess_official(rgb: np.ndarray, image_size: int) -> np.ndarray:
+def preprocess_official(rgb: np.ndarray, image_size: int, bgr: bool = False) -> np.ndarray:
     """Resize and normalise a frame exactly as the official video predictor does.
 
     `Image.fromarray(rgb).resize((S, S))` (Pillow's default filter: bicubic, antialiased when shrinking),
     `/255.0` in float64, cast to float32, minus the ImageNet mean and divided by its std in float32.
 
     Args:
-        rgb: (H, W, 3) uint8 RGB frame.
+        rgb: (H, W, 3) uint8 RGB frame (BGR with ``bgr``: the resize is per channel, so the channels are
+            swapped on the small resized image, not on the frame).
         image_size: S, the model's input size.
     Returns:
         (1, 3, S, S) float32, bit-identical to the official `load_video_frames_from_jpg_images`.
@@ -80,17 +81,17 @@ def preprocess_official(rgb: np.ndarray, image_size: int) -> np.ndarray:
     _check_rgb(rgb)
     size = _check_size(image_size)
     resized = np.asarray(Image.fromarray(rgb).resize((size, size)))  # (S, S, 3) uint8
-    return _normalise_chw(resized)
+    return _normalise_chw(resized[:, :, ::-1] if bgr else resized)
 
 
-def preprocess_fast(rgb: np.ndarray, image_size: int) -> np.ndarray:
+def preprocess_fast(rgb: np.ndarray, image_size: int, bgr: bool = False) -> np.ndarray:
     """Resize with OpenCV and normalise; faster than `preprocess_official` but NOT bit-identical.
 
     INTER_AREA when any side shrinks (it averages, so it does not alias), INTER_LINEAR when both grow.
     Pixels differ from Pillow's bicubic by a few uint8 levels; the normalisation is the same lookup.
 
     Args:
-        rgb: (H, W, 3) uint8 RGB frame.
+        rgb: (H, W, 3) uint8 RGB frame (BGR with ``bgr``, swapped after the resize).
         image_size: S.
     Returns:
         (1, 3, S, S) float32.
@@ -100,7 +101,7 @@ def preprocess_fast(rgb: np.ndarray, image_size: int) -> np.ndarray:
     shrinks = size < max(rgb.shape[0], rgb.shape[1])
     interp = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
     resized = cv2.resize(rgb, (size, size), interpolation=interp)  # (S, S, 3) uint8
-    return _normalise_chw(resized)
+    return _normalise_chw(resized[:, :, ::-1] if bgr else resized)
 
 
 PREPROCESSORS = ("official", "fast")

@@ -21,7 +21,6 @@ incrementally: propagate up to the prompt frame, prompt, propagate from the next
 
 from __future__ import annotations
 
-import math
 import numbers
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,7 @@ from sam2rt.runtime.backends.executor import (CONTROLS, FRAME_TENSORS, OBJECT_TE
                                         relayout)
 from sam2rt.runtime.engine import Engine
 from sam2rt.runtime.imageops import mask_prompt_to_input
-from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result
+from sam2rt.runtime.outputs import TrackResult, check_options, fill_holes_near, make_result, resize_logits
 from sam2rt.runtime.stream_prompts import PromptRunner
 
 
@@ -69,8 +68,8 @@ class StreamTracker:
         self.bgr = bgr
         self.dims = {**C.resolve_dims(engine.size), "M": engine.manifest.bank.memory_slots,
                      "P": engine.manifest.bank.ptr_slots}
-        bank = DeviceBank(engine.manifest.bank, self.rules)  # checks the bank fits the model once
-        self._period = math.lcm(bank.mem_ring, bank.ptr_ring, 2)  # step keys repeat with this period
+        DeviceBank(engine.manifest.bank, self.rules)  # checks the bank fits the model once
+        self._closed = False
         self._frame_bufs: BufferSet | None = None
         self._objs: BufferSet | None = None  # per-object buffers for the current object count
         self._prompt = PromptRunner(self)
@@ -111,23 +110,27 @@ class StreamTracker:
 
         frame: (H, W, 3) uint8, RGB (BGR with ``bgr=True``).
         """
+        self._require_open()
         rgb = self._to_rgb(frame, None)
         self._clear_objects()
         if self._frame_bufs is None:
             self._frame_bufs = BufferSet(self.executor.allocator, FRAME_TENSORS, self.dims)
         self._size, self._t = rgb.shape[:2], 0
-        self._encode_frame(rgb, 0)
+        self._encode_frame(rgb)
         self.executor.synchronize()
 
-    def _encode_frame(self, rgb: np.ndarray, t: int) -> None:
+    def _encode_frame(self, rgb: np.ndarray) -> None:
+        """The image encoder on a new frame, into ``vision_feat`` (the previous frame's moves to vision_feat_prev)."""
         buf = self._frame_bufs
-        self.executor.preprocess(rgb, buf["image"])
-        self.executor.run("image_encoder", {"image": buf["image"], "vision_feat": self.vision_feat(t),
+        self.executor.allocator.copy(buf["vision_feat_prev"], buf["vision_feat"])
+        self.executor.preprocess(rgb, buf["image"], self.bgr)  # channel order handled inside
+        self.executor.run("image_encoder", {"image": buf["image"], "vision_feat": buf["vision_feat"],
                                             "feat_s0": buf["feat_s0"], "feat_s1": buf["feat_s1"]})
 
-    def vision_feat(self, t: int):
-        """Frame t's (1, 256, h, h) image feature buffer (two alternate)."""
-        return self._frame_bufs[f"vision_feat{t % 2}"]
+    def vision_feat(self, t: int) -> Buf:
+        """Frame t's (1, 256, h, h) image feature buffer: t is the current frame (or, in a step, the previous)."""
+        assert t in (self._t, self._t - 1), f"frame {t}'s feature is gone (current frame {self._t})"
+        return self._frame_bufs["vision_feat" if t == self._t else "vision_feat_prev"]
 
     def track(self, frame: np.ndarray, output: str = "logits", **options: Any) -> Any:
         """Append ``frame`` to the stream and track every object on it (one batched call per graph).
@@ -150,40 +153,46 @@ class StreamTracker:
         cond = tuple(b for b, c in enumerate(self._cond_now) if c)
         for b in cond:
             self.bank.add_cond(b, t)
-        self.bank.commit(t, cond)
-        objs = self._objs
+        objs, frame = self._objs, self._frame_bufs
+        alloc, run = self.executor.allocator, self.executor.run
+        moved = self.bank.commit(t, cond)
+        if moved is not None:  # frame t-1 leaves the newest slots for its ring slots (outside any graph)
+            alloc.copy(objs["memory"].slot(moved[0]), objs["memory"].slot(self.bank.mem_new))
+            alloc.copy(objs["obj_ptrs"].slot(moved[1]), objs["obj_ptrs"].slot(self.bank.ptr_new))
         self.bank.prepare(new, {n: objs[n].mirror for n in CONTROLS})
         bound = valid_prefix(objs["memory_valid"].mirror, objs["obj_ptr_valid"].mirror)  # slots attention reads
-        self._encode_frame(rgb, new)
-        alloc, run = self.executor.allocator, self.executor.run
+        self._encode_frame(rgb)
+        # Every address below is the same on every frame for one object count (newest slots, the two
+        # feature buffers); what changes per frame is in the pinned mirrors the uploads read: one CUDA graph.
+        newest, newest_ptr = objs["memory"].slot(self.bank.mem_new), objs["obj_ptrs"].slot(self.bank.ptr_new)
 
-        def enqueue() -> None:
-            # commit frame t: its memory into its ring slot, its pointer into its pointer slot
+        def encode() -> None:  # commit frame t: its memory and pointer into the newest slots
             alloc.upload(objs["binarize"])
-            slot = objs["memory"].slot(self.bank.mem_slot(t))
-            run("memory_encoder", {"vision_feat": self.vision_feat(t), "mask_logits": objs["low_res_masks"],
+            run("memory_encoder", {"vision_feat": frame["vision_feat_prev"], "mask_logits": objs["low_res_masks"],
                                    "binarize": objs["binarize"], "object_score_logits": objs["object_score_logits"],
-                                   "memory": slot})
-            self.executor.round_bank(slot)
-            alloc.copy(objs["obj_ptrs"].slot(self.bank.ptr_slot(t)), objs["obj_ptr"])
-            for b in cond:  # a conditioning frame lives in its object's cond slot (rare: frames after prompts)
-                mem_c, ptr_c = self.bank.cond_slot(b, t)
-                alloc.copy(objs["memory"].slot(mem_c).slot(b), slot.slot(b))
-                alloc.copy(objs["obj_ptrs"].slot(ptr_c).slot(b), objs["obj_ptrs"].slot(self.bank.ptr_slot(t)).slot(b))
-            # track frame t+1
+                                   "memory": newest})
+            self.executor.round_bank(newest)
+            alloc.copy(newest_ptr, objs["obj_ptr"])
+
+        def track_next() -> None:  # track frame t+1
             for name in CONTROLS:
                 alloc.upload(objs[name])
-            tensors = {**objs.bufs, "vision_feat": self.vision_feat(new), "feat_s0": self._frame_bufs["feat_s0"],
-                       "feat_s1": self._frame_bufs["feat_s1"]}
+            tensors = {**objs.bufs, "vision_feat": frame["vision_feat"], "feat_s0": frame["feat_s0"],
+                       "feat_s1": frame["feat_s1"]}
             run("memory_attention", bind_prefix(tensors, *bound))
             run("mask_decoder", {**tensors, "image_embed": objs["conditioned_feat"]})
             alloc.download(objs["low_res_masks"])
             alloc.download(objs["object_score_logits"])
 
-        if cond:
-            enqueue()  # cond copies make this step unlike the steady state: not captured
+        if cond:  # a conditioning frame also goes to its object's cond slot (frames after prompts): not captured
+            encode()
+            for b in cond:
+                mem_c, ptr_c = self.bank.cond_slot(b, t)
+                alloc.copy(objs["memory"].slot(mem_c).slot(b), newest.slot(b))
+                alloc.copy(objs["obj_ptrs"].slot(ptr_c).slot(b), newest_ptr.slot(b))
+            track_next()
         else:
-            self.executor.step((self.bank.batch, new % self._period, *bound), enqueue)
+            self.executor.step(self._step_key(bound), lambda: (encode(), track_next()))
         self.executor.synchronize()
         self._t = new
         objs["binarize"].mirror[...] = False
@@ -195,7 +204,14 @@ class StreamTracker:
         if output == "result":
             return make_result(new, self.obj_ids, self._masks, self._scores, self._size,
                                threshold=self._threshold(objs["low_res_masks"], low), **options)
-        return self.obj_ids, self.engine.to_video_res(self._masks, *self._size)
+        return self.obj_ids, resize_logits(self._masks, self._size)
+
+    def _step_key(self, bound: tuple[int, int]) -> tuple[int, ...]:
+        """What the captured step's bound addresses and shapes depend on: the object count (the buffers of one
+        count are one generation of the executor; ring positions and temporal indices are device inputs) and
+        the bound prefix of memory and pointer slots (constant once the rings are in use; the executor
+        captures only a key that repeats)."""
+        return (self.bank.batch, *bound)
 
     def _threshold(self, step_logits: Buf, low: np.ndarray) -> Any:
         """The executor's ``masks`` hook (None: the host's threshold_resize). It may bind the step's logits
@@ -239,6 +255,10 @@ class StreamTracker:
         if b is None and len(self._ids) >= limit:
             raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "
                               "remove one first")
+        engine_limit = getattr(self.executor, "max_objects", None)
+        if b is None and engine_limit is not None and len(self._ids) >= engine_limit:
+            raise Sam2rtError(f"these engines take at most {engine_limit} objects; remove one first, or rebuild "
+                              f"them for more: {self.executor.rebuild}")
         # from here on nothing can fail on the user's input
         t = self._t
         is_init = b is None or self._added_at[b] == t
@@ -256,7 +276,7 @@ class StreamTracker:
         self._cond_now[b] = is_cond
         self._masks, self._scores = self._masks.copy(), self._scores.copy()  # a returned TrackResult keeps its own
         self._masks[b], self._scores[b] = low[0], score
-        return t, self.obj_ids, self.engine.to_video_res(self._masks, H, W)
+        return t, self.obj_ids, resize_logits(self._masks, (H, W))
 
     def _add_object(self, obj_id: int) -> int:
         """A new column in every per-object buffer (copied over on the memory side, old buffers freed)."""
@@ -308,17 +328,34 @@ class StreamTracker:
     reset_state = reset
 
     def close(self) -> None:
-        """Free every buffer now (the tracker can start again with ``load_first_frame``)."""
+        """Free every buffer now and close the executor (on TensorRT: its graphs, contexts' scratch, CUDA
+        stream). The tracker is done; open a new stream for more. Calling it again does nothing."""
+        if self._closed:
+            return
         self._clear_objects()
         for bufs in (self._frame_bufs, self._prompt.bufs):
             if bufs is not None:
                 self.executor.release(bufs)
         self._frame_bufs, self._prompt.bufs, self._t = None, None, -1
+        self.executor.close()
+        self._closed = True
+
+    def __enter__(self) -> "StreamTracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- helpers -----------------------------------------------------------------------------------
     def _require_frame(self) -> None:
+        self._require_open()
         if self._t < 0:
             raise Sam2rtError("no frame yet; call load_first_frame(frame) before prompting or tracking")
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise Sam2rtError("this stream is closed (close() freed its buffers); open a new one with "
+                              "model.stream() or StreamTracker(...)")
 
     def _check_current(self, frame_idx: object) -> None:
         current = self.frame_idx
@@ -339,7 +376,7 @@ class StreamTracker:
         if size is not None and frame.shape[:2] != size:
             raise Sam2rtError(f"the frame is {frame.shape[1]}x{frame.shape[0]} but the stream is "
                               f"{size[1]}x{size[0]}; resize it, or call load_first_frame to start a new stream")
-        return np.ascontiguousarray(frame[:, :, ::-1] if self.bgr else frame)
+        return np.ascontiguousarray(frame)  # BGR stays BGR: preprocessing swaps channels on its small image
 
 
 __all__ = ["StreamTracker", "TrackResult"]

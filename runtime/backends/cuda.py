@@ -10,6 +10,7 @@ wheels for x86_64 and aarch64); each call returns a tuple whose first item is th
 from __future__ import annotations
 
 import ctypes
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,9 +156,12 @@ class CudaAllocator:
 
     def __init__(self, stream: "Stream | None" = None) -> None:
         self._cudart = import_cudart()
+        self._own_stream = stream is None  # a stream made here is destroyed with the allocator
         self.stream = stream if stream is not None else Stream()
         self._device: set[int] = set()
         self._pinned: set[int] = set()
+        # a dropped allocator still returns its memory (the sets are shared with the finalizer, not copied)
+        self._finalizer = weakref.finalize(self, _free_all, self._cudart, self._device, self._pinned)
 
     def alloc(self, shape: tuple[int, ...], dtype: Any, mirrored: bool = False) -> Buf:
         dtype = np.dtype(dtype)
@@ -218,12 +222,28 @@ class CudaAllocator:
         """Device allocations held (for tests and the GPU check)."""
         return len(self._device)
 
+    @property
+    def pinned_allocated(self) -> int:
+        """Pinned host allocations held."""
+        return len(self._pinned)
+
     def close(self) -> None:
-        for ptr in self._device:
-            self._cudart.cudaFree(ptr)
-        for ptr in self._pinned:
-            self._cudart.cudaFreeHost(ptr)
-        self._device, self._pinned = set(), set()
+        """Return every device and pinned allocation (after the queued work); a stream made here is destroyed."""
+        if self._device or self._pinned:
+            self.stream.synchronize()
+        _free_all(self._cudart, self._device, self._pinned)
+        if self._own_stream:
+            self.stream.close()
+
+
+def _free_all(cudart: Any, device: set[int], pinned: set[int]) -> None:
+    """cudaFree/cudaFreeHost everything in the two sets and empty them (also the allocator's finalizer)."""
+    for ptr in list(device):
+        cudart.cudaFree(ptr)
+    for ptr in list(pinned):
+        cudart.cudaFreeHost(ptr)
+    device.clear()
+    pinned.clear()
 
 
 # --------------------------------------------------------------------------- streams, events, graphs
@@ -236,6 +256,13 @@ class Stream:
         self._cudart = import_cudart()
         flags = self._cudart.cudaStreamNonBlocking
         self._stream = check(self._cudart.cudaStreamCreateWithFlags(flags), "stream creation")
+        self._finalizer = weakref.finalize(self, _destroy_stream, self._cudart, self._stream)
+
+    def close(self) -> None:
+        """Wait for the stream's work, then destroy it (also done when the object is collected)."""
+        if self._finalizer.alive:
+            self.synchronize()
+            self._finalizer()
 
     @property
     def handle(self) -> int:
@@ -255,6 +282,11 @@ class Event:
     def __init__(self) -> None:
         self._cudart = import_cudart()
         self._event = check(self._cudart.cudaEventCreate(), "event creation")
+        self._finalizer = weakref.finalize(self, self._cudart.cudaEventDestroy, self._event)
+
+    def close(self) -> None:
+        """Destroy the event (also done when the object is collected)."""
+        self._finalizer()
 
     def record(self, stream: Stream) -> None:
         check(self._cudart.cudaEventRecord(self._event, stream.raw), "event record")
@@ -264,3 +296,7 @@ class Event:
 
     def elapsed_ms(self, start: "Event") -> float:
         return float(check(self._cudart.cudaEventElapsedTime(start._event, self._event), "event timing"))
+
+
+def _destroy_stream(cudart: Any, stream: Any) -> None:
+    cudart.cudaStreamDestroy(stream)

@@ -1,12 +1,14 @@
 """The resident memory bank's slot bookkeeping (the memories live in the executor's buffers).
 
-Layout (slot-major, as the contract): memory (M, B, hw, 64), pointers (P, B, 256). The rings come first:
-frame f's memory goes to slot ``f % recent_slots`` and its pointer to ``f % (P - cond_slots)``, written in
-place by the memory encoder and a pointer copy when frame t+1 is tracked (after any correction of frame t),
-just before frame t+1 reads t-5..t and t-14..t; nothing else is copied. The conditioning frames follow the
-rings (memory slot ``recent_slots + c``, pointer slot ``P - cond_slots + c`` for conditioning index c, taken
-lowest first). Per step only the small valid/tpos arrays change; they are computed on the host with the
-official selection rules (the host path's ``BankInputs.fill``) and uploaded from pinned memory.
+Layout (slot-major, as the contract): memory (M, B, hw, 64), pointers (P, B, 256). The rings come first,
+the conditioning frames follow them (memory slot ``mem_ring + c``, pointer slot ``ptr_ring + c`` for
+conditioning index c, taken lowest first). The last slot of each ring (``mem_new``, ``ptr_new``) holds the
+newest frame: the memory encoder and the pointer copy of the tracking step always write there, so the
+addresses a captured step binds never depend on the frame (one CUDA graph per object count). The ring slots
+before it hold older frames: when frame t is committed, frame t-1 moves from the newest slot to ring slot
+``(t-1) % (ring - 1)`` by a device copy the caller makes before the step (outside any graph). Per step only
+the small valid/tpos arrays change; they are computed on the host with the official selection rules (the
+host path's ``BankInputs.fill``) and uploaded from pinned memory inside the step.
 
 Only the slots up to the last valid one are bound (``valid_prefix``, ``bind_prefix``): rings first, so in
 steady state a stream with one conditioning frame binds 6 + 1 of the 10 memory slots and 15 + 1 of the 19
@@ -66,12 +68,16 @@ class DeviceBank:
         if rules.stride != 1:
             raise Sam2rtError(f"the resident bank keeps frames in rings, which needs memory stride 1; this model has "
                               f"{rules.stride}: use VideoPredictor instead")
-        if self.mem_ring < rules.num_maskmem - 1 or self.ptr_ring < rules.max_obj_ptrs - 1:
+        if self.mem_ring < max(rules.num_maskmem - 1, 2) or self.ptr_ring < max(rules.max_obj_ptrs - 1, 2):
             raise Sam2rtError(f"the bank ({self.mem_ring} recent slots, {self.ptr_ring} pointer slots) is smaller "
                               f"than the model reads ({rules.num_maskmem - 1}, {rules.max_obj_ptrs - 1}); re-export")
         self.cond: list[dict[int, int]] = []  # per object: frame -> conditioning slot
-        self.mem_frames = np.full((0, self.mem_ring), -1, np.int64)  # frame held by each ring slot, per object
+        # frame held by each ring slot, per object; the last column is the newest slot
+        self.mem_frames = np.full((0, self.mem_ring), -1, np.int64)
         self.ptr_frames = np.full((0, self.ptr_ring), -1, np.int64)
+        self.newest = -1  # the frame in the newest slots (-1: none yet)
+        self.mem_new = self.mem_ring - 1  # the last ring slot
+        self.ptr_new = self.ptr_ring - 1
 
     @property
     def batch(self) -> int:
@@ -89,13 +95,20 @@ class DeviceBank:
         self.mem_frames = np.delete(self.mem_frames, b, axis=0)
         self.ptr_frames = np.delete(self.ptr_frames, b, axis=0)
 
+    def _mem_pos(self, frames: np.ndarray | int) -> np.ndarray | int:
+        """Ring column of each frame: the last for the newest frame, else ``frame % (ring - 1)``."""
+        return np.where(frames == self.newest, self.mem_ring - 1, frames % (self.mem_ring - 1))
+
+    def _ptr_pos(self, frames: np.ndarray | int) -> np.ndarray | int:
+        return np.where(frames == self.newest, self.ptr_ring - 1, frames % (self.ptr_ring - 1))
+
     def mem_slot(self, frame_idx: int) -> int:
-        """The ring slot of frame ``frame_idx``'s memory."""
-        return frame_idx % self.mem_ring
+        """The memory slot that holds (or will hold) ``frame_idx``'s memory (a ring slot)."""
+        return int(self._mem_pos(frame_idx))
 
     def ptr_slot(self, frame_idx: int) -> int:
-        """The ring slot of frame ``frame_idx``'s pointer."""
-        return frame_idx % self.ptr_ring
+        """The pointer slot that holds (or will hold) ``frame_idx``'s pointer (a ring slot)."""
+        return int(self._ptr_pos(frame_idx))
 
     def cond_slot(self, b: int, frame_idx: int) -> tuple[int, int]:
         """Object ``b``'s conditioning frame ``frame_idx``: its ``(memory slot, pointer slot)``."""
@@ -121,14 +134,26 @@ class DeviceBank:
         cond[frame_idx] = free[0]
         return free[0], evicted
 
-    def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> None:
-        """Record that every object's memory and pointer of ``frame_idx`` are now in their ring slots; for the
-        objects in ``cond_objects`` the frame is a conditioning frame (copied to a cond slot, not a recent one)."""
-        self.mem_frames[:, self.mem_slot(frame_idx)] = frame_idx
-        self.ptr_frames[:, self.ptr_slot(frame_idx)] = frame_idx
+    def commit(self, frame_idx: int, cond_objects: tuple[int, ...] = ()) -> tuple[int, int] | None:
+        """Record that every object's memory and pointer of ``frame_idx`` go into the newest slots (for the objects
+        in ``cond_objects`` the frame is a conditioning frame: copied to a cond slot, not kept as recent).
+
+        Returns ``(memory slot, pointer slot)`` the previous newest frame moves to: the caller copies slot
+        ``mem_new`` there (and ``ptr_new``), on the device, before the memory encoder overwrites it; or None.
+        """
+        moved = None
+        if self.newest >= 0:
+            mem_pos, ptr_pos = self.newest % (self.mem_ring - 1), self.newest % (self.ptr_ring - 1)
+            self.mem_frames[:, mem_pos] = self.mem_frames[:, -1]
+            self.ptr_frames[:, ptr_pos] = self.ptr_frames[:, -1]
+            moved = (mem_pos, ptr_pos)
+        self.newest = frame_idx
+        self.mem_frames[:, -1] = frame_idx
+        self.ptr_frames[:, -1] = frame_idx
         for b in cond_objects:
-            self.mem_frames[b, self.mem_slot(frame_idx)] = -1
-            self.ptr_frames[b, self.ptr_slot(frame_idx)] = -1
+            self.mem_frames[b, -1] = -1
+            self.ptr_frames[b, -1] = -1
+        return moved
 
     def prepare(self, frame_idx: int, out: dict[str, np.ndarray], objects: list[int] | None = None) -> None:
         """Write valid flags and temporal positions for attention on ``frame_idx`` into ``out``.
@@ -147,7 +172,7 @@ class DeviceBank:
         # recent memories: frame t-k at temporal position k-1 (k = 1..num_maskmem-1), where its ring slot holds it
         k = np.arange(1, rules.num_maskmem)
         frames = frame_idx - k
-        slots = frames % self.mem_ring
+        slots = self._mem_pos(frames)
         held = (self.mem_frames[objs][:, slots] == frames) & (frames >= 0)  # (B', K)
         jj, kk = np.nonzero(held)
         out["memory_valid"][slots[kk], cols[jj]] = True
@@ -155,7 +180,7 @@ class DeviceBank:
         # pointers of the frames t-d, d = 1..max_obj_ptrs-1
         d = np.arange(1, rules.max_obj_ptrs)
         frames = frame_idx - d
-        slots = frames % self.ptr_ring
+        slots = self._ptr_pos(frames)
         held = (self.ptr_frames[objs][:, slots] == frames) & (frames >= 0)
         jj, dd = np.nonzero(held)
         out["obj_ptr_valid"][slots[dd], cols[jj]] = True

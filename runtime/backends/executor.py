@@ -20,11 +20,13 @@ from sam2rt.runtime.backends.runner import GraphRunner
 from sam2rt.runtime.backends.cuda import Buf, HostAllocator
 from sam2rt.runtime.imageops import bf16_round_, preprocessor
 
-# The per-frame image tensors (independent of the object count). vision_feat is double-buffered: frame t's
-# memory is encoded during frame t+1's step (so a correction on frame t still sees frames t-6..t-1), after
-# frame t+1's image encoder has run.
-FRAME_TENSORS = {"image": ((1, 3, "S", "S"), "float32"), "vision_feat0": ((1, C.HIDDEN_DIM, "h", "h"), "float32"),
-                 "vision_feat1": ((1, C.HIDDEN_DIM, "h", "h"), "float32"), "feat_s0": ((1, 32, "h4", "h4"), "float32"),
+# The per-frame image tensors (independent of the object count). Frame t's memory is encoded during frame t+1's
+# step (so a correction on frame t still sees frames t-6..t-1), after frame t+1's image encoder has run: the
+# current frame's feature is in vision_feat, the previous frame's in vision_feat_prev (a device copy before each
+# frame's image encoder), so the step binds the same two addresses on every frame.
+FRAME_TENSORS = {"image": ((1, 3, "S", "S"), "float32"), "vision_feat": ((1, C.HIDDEN_DIM, "h", "h"), "float32"),
+                 "vision_feat_prev": ((1, C.HIDDEN_DIM, "h", "h"), "float32"),
+                 "feat_s0": ((1, 32, "h4", "h4"), "float32"),
                  "feat_s1": ((1, 64, "h2", "h2"), "float32")}
 # Per-object tensors of the tracking step, from the contract: every tensor with the object dim B of memory
 # attention, the decoder and the memory encoder (memory and pointers slot-major). The decoder's image_embed
@@ -93,8 +95,8 @@ class Executor(Protocol):
     allocator: Any
     generation: int
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
-        """(H, W, 3) uint8 RGB frame -> the (1, 3, S, S) float32 ``image`` buffer."""
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
+        """(H, W, 3) uint8 RGB (or BGR) frame -> the (1, 3, S, S) float32 ``image`` buffer."""
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         """Enqueue ``graph`` with each input/output name bound to its buffer (no capture)."""
@@ -111,6 +113,9 @@ class Executor(Protocol):
     def synchronize(self) -> None:
         """Wait for the enqueued work."""
 
+    def close(self) -> None:
+        """Free everything the executor holds (graphs, buffers, streams); it is not used again."""
+
 
 class HostExecutor:
     """Runs the graphs on numpy buffers through any graph runners (ONNX Runtime CPU, tests).
@@ -125,8 +130,8 @@ class HostExecutor:
         self.allocator = HostAllocator()
         self.generation = 0
 
-    def preprocess(self, rgb: np.ndarray, image: Buf) -> None:
-        np.copyto(image.array, self._preprocess(rgb, self.image_size))
+    def preprocess(self, rgb: np.ndarray, image: Buf, bgr: bool = False) -> None:
+        np.copyto(image.array, self._preprocess(rgb, self.image_size, bgr))
 
     def run(self, graph: str, tensors: dict[str, Buf]) -> None:
         spec = C.GRAPHS_BY_NAME[graph]
@@ -146,6 +151,9 @@ class HostExecutor:
 
     def synchronize(self) -> None:
         """Synchronous."""
+
+    def close(self) -> None:
+        """numpy buffers: nothing held beyond the tracker's buffer sets."""
 
 
 def default_executor(runners: dict[str, GraphRunner], image_size: int, backend: str,

@@ -36,7 +36,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.host_overhead:  # no arithmetic: only our host work per track() (see benchmarks/host_overhead.py)
         from sam2rt.benchmarks.host_overhead import main as host_overhead
 
-        return host_overhead(["--model", str(args.model), "--objects", "1", "4", "--rounds", "3"])
+        extra = ["--json", str(args.json)] if args.json is not None else []
+        frames = str(max(args.frames, 300)) if args.frames == 30 else str(args.frames)  # 300 unless given
+        return host_overhead(["--model", str(args.model), "--objects", "1", "4", "--rounds", "3", "--frames", frames,
+                              "--output", "result", "logits", *extra])
     if args.video is None:
         raise Sam2rtError("sam2rt bench needs --video (a video file or JPEG folder), except with --host-overhead")
     _check_outputs(args)

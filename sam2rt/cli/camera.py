@@ -193,14 +193,15 @@ class OverlaySink:
         self.show, self.writer, self.swap = show, writer, swap
         self.closed = False  # the user closed the window or pressed q / Esc
 
-    def put(self, bgr: Any, obj_ids: list[int], mask_logits: Any) -> None:
+    def put(self, bgr: Any, obj_ids: list[int], masks: Any) -> None:
+        """bgr: the frame; masks: (K, H, W) bool (the tracker's fast output)."""
         import cv2
         import numpy as np
 
         from sam2rt.runtime.imageops import overlay
 
-        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        vis = overlay(rgb, mask_logits[:, 0] > 0, obj_ids)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        vis = overlay(rgb, masks, obj_ids)
         out = np.ascontiguousarray(vis if self.swap else vis[:, :, ::-1])
         if self.writer is not None:
             self.writer.write(out)
@@ -243,7 +244,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         count, track_s = 1, time.perf_counter() - start
         writer = StagedVideo(out_path, reader.fps(), width, height) if out_path is not None else None
         sink = OverlaySink(show, writer, args.bgr_display)
-        sink.put(first, obj_ids, logits)
+        sink.put(first, obj_ids, logits[:, 0] > 0)
         try:
             while (args.max_frames is None or count < args.max_frames) and not sink.closed:
                 frame = reader.read()
@@ -252,9 +253,9 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 if frame.shape[:2] != (height, width):  # a reconnected camera may come back in another mode
                     frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
                 t0 = time.perf_counter()
-                obj_ids, logits = tracker.track(frame)
+                result = tracker.track(frame, output="result", mask_dtype=bool)  # no full-size float logits
                 track_s += time.perf_counter() - t0
-                sink.put(frame, obj_ids, logits)
+                sink.put(frame, result.obj_ids, result.masks)
                 count += 1
         except (KeyboardInterrupt, Terminated):  # a live stream is stopped this way: keep what was recorded
             print("sam2rt camera: interrupted, stopping", file=sys.stderr)

@@ -60,8 +60,9 @@ def test_ring_selection_after_twenty_frames() -> None:
     bank.add_cond(b, 0)
     bank.commit(0, (b,))
     for t in range(1, 21):
-        assert bank.mem_slot(t) == t % 6 and bank.ptr_slot(t) == t % 15  # rings first
-        bank.commit(t)
+        moved = bank.commit(t)  # rings first: frame t goes to the newest (last) ring slots, t-1 to its ring slot
+        assert bank.mem_slot(t) == bank.mem_new == 5 and bank.ptr_slot(t) == bank.ptr_new == 14
+        assert moved == ((t - 1) % 5, (t - 1) % 14) == (bank.mem_slot(t - 1), bank.ptr_slot(t - 1))
     assert bank.cond_slot(b, 0) == (6, 15)  # conditioning slots after the rings
     out = _prepare(bank, 21)
     valid, tpos = out["memory_valid"][:, 0], out["memory_tpos"][:, 0]

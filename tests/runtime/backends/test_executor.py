@@ -73,7 +73,7 @@ def test_two_sessions_and_object_changes_never_replay_stale_graphs(exported_tiny
         tracker.load_first_frame(frames[0])
         tracker.add_new_prompt(0, 1, points=[[40, 35]], labels=[1])
         gen_first = ex.generation
-        for t in range(1, 38):  # the step keys repeat every 30 frames: replays from frame 32 on
+        for t in range(1, 38):  # one key per object count: captured on its second step, replayed from the third
             results.append(tracker.track(frames[t])[1])
             if t == 35:
                 tracker.add_new_prompt(t, 2, points=[[10, 80]], labels=[1])  # object count changes: re-keyed
@@ -88,16 +88,18 @@ def test_two_sessions_and_object_changes_never_replay_stale_graphs(exported_tiny
 
 
 def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
-    """TrtExecutor.step/release with fake CUDA graphs and a host allocator: keyed by (generation, key),
-    destroyed and unreachable after release, and its step and direct contexts are its own."""
-    from sam2rt.runtime.backends import cuda_graph
-    from sam2rt.runtime.backends import trt as trt_backend
+    """TrtExecutor.step/release with fake CUDA graphs and a host allocator: a key is captured on its second
+    consecutive run and replayed from the third; keys that keep changing are never captured; one graph lives at
+    a time (a new key's capture destroys the old); release destroys it and moves the generation on; the step
+    and direct contexts are the executor's own."""
+    from sam2rt.runtime.backends import cuda_graph, trt_executor
+    from sam2rt.runtime.backends.trt import STEP_GRAPHS
 
     made, closed = [], []
 
     class FakeGraph:
         def __init__(self, stream) -> None:
-            self.ready, self.error = False, None
+            self.ready, self.error, self.launched = False, None, 0
             made.append(self)
 
         def capture(self, enqueue) -> bool:
@@ -106,7 +108,7 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
             return True
 
         def launch(self) -> None:
-            self.launched = getattr(self, "launched", 0) + 1
+            self.launched += 1
 
         def close(self) -> None:
             closed.append(self)
@@ -122,12 +124,12 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
             pass
 
     monkeypatch.setattr(cuda_graph, "CudaGraph", FakeGraph)
-    ex = object.__new__(trt_backend.TrtExecutor)
+    ex = object.__new__(trt_executor.TrtExecutor)
     ex.stream = type("S", (), {"synchronize": lambda self: None})()
     ex.graphs = cuda_graph.GraphCache(ex.stream)
     ex.allocator = HostAllocator()
     ex.direct = {g: FakeContext() for g in ("memory_attention", "mask_decoder", "memory_encoder", "image_encoder")}
-    ex.step_contexts = {g: FakeContext() for g in trt_backend.STEP_GRAPHS}
+    ex.step_contexts = {g: FakeContext() for g in STEP_GRAPHS}
     ex._capturing, ex._frame = False, {}
     buf = ex.allocator.alloc((2,), np.float32)
     calls = []
@@ -136,12 +138,20 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
         calls.append(1)
         ex.run("memory_attention", {"x": buf})
 
-    ex.step((1, 5), enqueue)  # plain run, then capture
-    ex.step((1, 5), enqueue)  # replay
-    assert len(made) == 1 and made[0].launched == 1 and len(calls) == 2
+    for m in range(1, 8):  # a key that changes every step (a bank still filling up): never captured
+        ex.step((1, m), enqueue)
+    assert made == [] and len(calls) == 7
+    ex.step((1,), enqueue)  # plain run (TensorRT's lazy setup)
+    ex.step((1,), enqueue)  # plain run, then capture
+    ex.step((1,), enqueue)  # replay
+    assert len(made) == 1 and made[0].launched == 1 and len(calls) == 10  # 9 runs + the capture's
+    assert ex.graphs.captures == 1 and ex.graphs.replays == 1
     assert ex.step_contexts["memory_attention"].bound and not ex.direct["memory_attention"].bound
     ex.run("memory_attention", {"x": buf})  # a direct run uses the direct context
     assert len(ex.direct["memory_attention"].bound) == 1
+    ex.step((2,), enqueue)
+    ex.step((2,), enqueue)  # another key captured: the first graph is destroyed first
+    assert len(made) == 2 and closed == [made[0]] and len(ex.graphs) == 1
 
     class Bufs:
         freed = False
@@ -152,9 +162,9 @@ def test_trt_executor_keys_graphs_by_generation_and_frees(monkeypatch) -> None:
 
     bufs = Bufs()
     ex.release(bufs)
-    assert bufs.freed and closed == made and ex.generation == 1
-    ex.step((1, 5), enqueue)  # the same key after release: run and captured anew, not replayed
-    assert len(made) == 2 and not hasattr(made[1], "launched") and len(calls) == 4
+    assert bufs.freed and closed == made and ex.generation == 1 and len(ex.graphs) == 0
+    ex.step((2,), enqueue)  # the same key after release: run again, not replayed
+    assert len(made) == 2 and made[1].launched == 0
 
 
 def test_trt_context_checks_set_tensor_address() -> None:
@@ -228,12 +238,19 @@ def test_cuda_allocator_zero_fills_on_its_stream(monkeypatch) -> None:
             calls.append(("free", ptr))
             return (0,)
 
+        @staticmethod
+        def cudaStreamDestroy(stream):
+            calls.append(("stream destroyed", stream))
+            return (0,)
+
     monkeypatch.setattr(cuda, "import_cudart", lambda: FakeCudart)
     alloc = cuda.CudaAllocator()
     buf = alloc.alloc((4, 4), np.float32)
     assert calls == [("async", 4096, 64, 77)]
     alloc.free(buf)
     assert calls[-1] == ("free", 4096) and alloc.allocated == 0
+    alloc.close()  # its own stream goes with it
+    assert calls[-1] == ("stream destroyed", 77)
 
 
 def test_one_model_many_streams_are_independent(exported_tiny_256: Path) -> None:
@@ -262,7 +279,7 @@ def test_one_model_many_streams_are_independent(exported_tiny_256: Path) -> None
 
 def test_trt_executor_rounds_the_bank_through_scratch() -> None:
     """round_bank binds the slot as input and a scratch view as output (no aliasing), then copies back."""
-    from sam2rt.runtime.backends import trt as trt_backend
+    from sam2rt.runtime.backends import trt_executor
     from sam2rt.runtime.imageops import bf16_round_
 
     class FakeRounder:
@@ -275,8 +292,9 @@ def test_trt_executor_rounds_the_bank_through_scratch() -> None:
             np.copyto(out, self.tensors["memory_in"].array)
             bf16_round_(out)
 
-    ex = object.__new__(trt_backend.TrtExecutor)
-    ex.allocator, ex.stream, ex.rounder = HostAllocator(), None, FakeRounder()
+    ex = object.__new__(trt_executor.TrtExecutor)
+    ex.allocator, ex.stream, ex.rounds, ex._capturing = HostAllocator(), None, True, False
+    ex.direct = {trt_executor.ROUNDER: FakeRounder()}
     ex._round_scratch = ex.allocator.alloc((4, 16, 64), np.float32)
     memory = ex.allocator.alloc((3, 2, 16, 64), np.float32)
     memory.array[...] = np.random.default_rng(0).standard_normal(memory.shape)
@@ -318,10 +336,10 @@ class _FakePostprocess:
 
 
 def _masks_executor(context=None, max_side: int = 4096):
-    from sam2rt.runtime.backends import trt as trt_backend
+    from sam2rt.runtime.backends import trt_executor
     from sam2rt.runtime.backends.device_masks import DeviceMasks
 
-    ex = object.__new__(trt_backend.TrtExecutor)
+    ex = object.__new__(trt_executor.TrtExecutor)
     ex.allocator, ex.stream = _RecordingAllocator(), None
     ex.post = DeviceMasks(ex.allocator, ex.stream, context, 64, max_side)
     return ex
