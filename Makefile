@@ -15,9 +15,11 @@ install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps sam2==1.1.0
 	$(PIP) install -e ".[dev,ros,ray]" "onnx>=1.16" "hydra-core>=1.3.2" "omegaconf>=2.2,<2.4" \
 		"antlr4-python3-runtime==4.9.3" "iopath>=0.1.10" "polygraphy>=0.49" "onnx-graphsurgeon>=0.5"
+	# sam2 last: a --no-deps install runs no conflict check, so pip does not print its resolver "ERROR ...
+	# sam2 requires torchvision" (torchvision is deliberately absent: see above)
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps sam2==1.1.0
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -99,9 +99,14 @@ def _read_checkpoint(path: Path, name: str) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign / corrupt files
+        from sam2rt.models import default_cache_dir
+
+        cached = default_cache_dir().resolve() in path.resolve().parents  # ours to delete, or the user's file
+        fix = (f"delete it and run `sam2rt download {name}` again" if cached else
+               f"pass the official .pt file (`sam2rt download {name}` fetches it)")
         raise Sam2rtError(
             f"cannot read checkpoint {path} ({type(exc).__name__}): the file is corrupt or not a "
-            f"PyTorch checkpoint; delete it and run `sam2rt download {name}` again"
+            f"PyTorch checkpoint; {fix}"
         ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise Sam2rtError(

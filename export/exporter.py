@@ -25,6 +25,7 @@ from sam2rt.export.memory_attention import ATTENTION_FORMS, MemoryAttentionGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 from sam2rt.export.verify import format_table, verify_graphs
 from sam2rt.manifest import TRACKING_KEYS, make_output_dir, write_manifest
+from sam2rt.staging import clean_stale, temp_prefix
 
 OPSET = 18
 
@@ -181,7 +182,8 @@ def export_model(cfg: ExportConfig, log: Callable[[str], None] = print) -> Path:
     make_output_dir(cfg.out)  # after every input check, so a bad request creates nothing
     inputs = _example_inputs(cfg.image_size, cfg.bank)
     wrappers = _wrappers(model, cfg.image_size, cfg.attention)
-    with tempfile.TemporaryDirectory(dir=cfg.out, prefix=".export-") as tmp:
+    clean_stale(cfg.out)  # temporary folders of exports that were killed
+    with tempfile.TemporaryDirectory(dir=cfg.out, prefix=temp_prefix("export")) as tmp:
         tmp = Path(tmp)
         files, folding = {}, {}
         for spec in tqdm(C.GRAPHS, desc=f"export {cfg.model} @ {cfg.image_size}", unit="graph"):

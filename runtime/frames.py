@@ -9,6 +9,7 @@ a video file with OpenCV (the official predictor cannot read one without decord:
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,18 +17,13 @@ from typing import Union
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from sam2rt.errors import Sam2rtError
+from sam2rt.runtime.image_files import (EXTRACT_HINT, IMAGE_FILE_SUFFIXES, JPEG_EXTENSIONS, decode_error,
+                                        open_image, read_image, sorted_jpegs)  # noqa: F401 (re-exported)
 
-JPEG_EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".JPEG")  # what the official loader accepts
 FrameInput = Union[str, os.PathLike, Sequence[np.ndarray], np.ndarray, "FrameSource"]
 
-_EXTRACT_HINT = (
-    "pass a folder of JPEG frames named <index>.jpg, or extract one with "
-    "sam2rt.runtime.frames.extract_jpeg_folder(video, out_dir) or "
-    "`ffmpeg -i video.mp4 -q:v 2 -start_number 0 out_dir/%05d.jpg`"
-)
 
 
 class FrameSource:
@@ -91,8 +87,8 @@ class JpegFolderFrames(FrameSource):
     def __init__(self, folder: Path, cache_size: int = 4) -> None:
         super().__init__(cache_size)
         self.name = folder.name
-        self.paths = _sorted_jpegs(folder)
-        with _open_image(self.paths[0]) as image:  # reads the header only
+        self.paths = sorted_jpegs(folder)
+        with open_image(self.paths[0]) as image:  # reads the header only
             self.width, self.height = image.size
 
     def __len__(self) -> int:
@@ -100,56 +96,11 @@ class JpegFolderFrames(FrameSource):
 
     def _read(self, index: int) -> np.ndarray:
         path = self.paths[index]
-        with _open_image(path) as image:
+        with open_image(path) as image:
             try:
                 return np.array(image.convert("RGB"))  # the official predictor's decoding
             except OSError as error:
-                raise _decode_error(path, error) from error
-
-
-# Pillow modes wider than 8 bits: convert("RGB") clips them to 255, so 16-bit data would become all white.
-_WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def _open_image(path: Path) -> Image.Image:
-    """Open a frame (header only), refusing what the official loader would silently get wrong."""
-    try:
-        image = Image.open(path)
-    except Image.DecompressionBombError as error:
-        raise Sam2rtError(f"{path} is too large to decode safely ({error}); resize the frames, e.g. with "
-                          "`ffmpeg -i in.mp4 -vf scale=1920:-2 -q:v 2 -start_number 0 out_dir/%05d.jpg`.") from None
-    except OSError as error:
-        raise _decode_error(path, error) from error
-    if image.mode in _WIDE_MODES:
-        image.close()
-        raise Sam2rtError(f"{path} holds {image.mode} (16/32-bit) pixels; frames must be 8-bit RGB or grey "
-                          "(a 16-bit image would turn all white). Convert them to 8-bit JPEG first.")
-    return image
-
-
-def _decode_error(path: Path, error: Exception) -> Sam2rtError:
-    return Sam2rtError(f"Cannot decode {path} ({error}); replace the file or extract the frames again.")
-
-
-def _sorted_jpegs(folder: Path) -> list[Path]:
-    paths = [p for p in folder.iterdir() if p.suffix in JPEG_EXTENSIONS]
-    if not paths:
-        raise Sam2rtError(f"No JPEG frames (*.jpg, *.jpeg) in {folder}; {_EXTRACT_HINT}.")
-    bad = [p.name for p in paths if not p.stem.isdigit()]
-    if bad:
-        raise Sam2rtError(
-            f"JPEG frames must be named <frame index>.jpg (e.g. 00000.jpg); {folder} has {bad[:3]}. "
-            "Rename them or extract the video again."
-        )
-    by_index: dict[int, Path] = {}
-    for p in sorted(paths):
-        other = by_index.setdefault(int(p.stem), p)
-        if other is not p:  # 0.jpg and 00000.jpg: both would be frame 0 and shift every later frame
-            raise Sam2rtError(
-                f"{other.name} and {p.name} in {folder} are both frame {int(p.stem)}; keep one naming scheme "
-                "(e.g. 00000.jpg, 00001.jpg, ...) and remove the other files."
-            )
-    return [by_index[i] for i in sorted(by_index)]
+                raise decode_error(path, error) from error
 
 
 class VideoFileFrames(FrameSource):
@@ -168,7 +119,7 @@ class VideoFileFrames(FrameSource):
         self._capture = cv2.VideoCapture(str(path))
         ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
         if not ok:
-            raise Sam2rtError(f"OpenCV cannot read the video {path}; check the file, or {_EXTRACT_HINT}.")
+            raise Sam2rtError(f"OpenCV cannot read the video {path}; check the file, or {EXTRACT_HINT}.")
         self.height, self.width = first.shape[:2]
         self._next = 1  # index of the frame the next read() returns
         self._len = self._count_frames()
@@ -180,18 +131,28 @@ class VideoFileFrames(FrameSource):
         return self._len
 
     def _count_frames(self) -> int:
-        """The container's frame count, verified by reading its last frame; counted by decoding if wrong."""
+        """The container's frame count, verified by reading its last frame; counted by decoding if wrong
+        (with a warning naming the first frame that fails). Counted on a second decoder, so the main one
+        stays at frame 1 (seeking back to 0 fails on some one-frame files)."""
         claimed = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if claimed >= 1:
-            self._seek(claimed - 1)
-            if self._capture.grab() and not self._capture.grab():
-                self._seek(0)
-                return claimed
-        self._seek(0)
-        count = 0
-        while self._capture.grab():
-            count += 1
-        self._seek(0)
+        probe = cv2.VideoCapture(str(self.path))
+        try:
+            if claimed >= 1:
+                probe.set(cv2.CAP_PROP_POS_FRAMES, claimed - 1)
+                if probe.grab() and not probe.grab():
+                    return claimed
+                probe.release()
+                probe = cv2.VideoCapture(str(self.path))
+            count = 0
+            while probe.grab():
+                count += 1
+        finally:
+            probe.release()
+        count = max(count, 1)  # the first frame was decoded in __init__
+        if claimed > count:
+            warnings.warn(f"{self.path}: the container says {claimed} frames but only {count} decode (frame "
+                          f"{count} fails); tracking frames 0..{count - 1}. Re-encode the video to use all of it, "
+                          "e.g. `ffmpeg -i in.mp4 -c:v libx264 out.mp4`.", stacklevel=4)
         return count
 
     def _seek(self, index: int) -> None:
@@ -207,7 +168,7 @@ class VideoFileFrames(FrameSource):
         ok, bgr = self._capture.read()
         if not ok:
             self._seek(index)  # the decoder state is unknown after a failure; seek next time
-            raise Sam2rtError(f"Cannot decode frame {index} of {self.path}; {_EXTRACT_HINT}.")
+            raise Sam2rtError(f"Cannot decode frame {index} of {self.path}; {EXTRACT_HINT}.")
         self._next = index + 1
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -264,6 +225,8 @@ def open_frames(source: FrameInput, cache_size: int = 4) -> FrameSource:
         path = Path(source)
         if path.is_dir():
             return JpegFolderFrames(path, cache_size)
+        if path.is_file() and path.suffix.lower() in IMAGE_FILE_SUFFIXES:  # one image: a 1-frame video
+            return ArrayFrames([read_image(path)], name=path.name)
         if path.is_file():
             return VideoFileFrames(path, cache_size)
         raise Sam2rtError(f"{path} does not exist; pass a JPEG frame folder or a video file.")

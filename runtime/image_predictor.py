@@ -12,13 +12,17 @@ Imports no torch.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from sam2rt.errors import Sam2rtError
+from sam2rt.integrity import check_graph_shapes, check_model, no_mem_embed
 from sam2rt.manifest import load_manifest
+from sam2rt.runtime.prompts import check_point_count
 from sam2rt.runtime.backends import load_runners
 from sam2rt.runtime.image_transforms import (LOW_RES_CLAMP, check_image, postprocess_masks, preprocess_image,
                                              transform_coords)
@@ -40,16 +44,18 @@ class ImagePredictor:
 
     def __init__(self, model_dir: str | Path, backend: str = "ort", threads: int = 0,
                  engine_dir: str | Path | None = None, mask_threshold: float = 0.0) -> None:
+        if not isinstance(mask_threshold, numbers.Real) or not np.isfinite(mask_threshold):
+            raise Sam2rtError(f"mask_threshold must be a finite number (a logit; official default 0.0), got "
+                              f"{mask_threshold!r}")
         self.manifest = load_manifest(model_dir)
-        consts = np.load(self.manifest.constants_path)
-        if "no_mem_embed" not in consts:
-            raise Sam2rtError(f"{self.manifest.directory} was exported by an older sam2rt without the image "
-                              "predictor's constants; re-export it with `sam2rt export`")
-        self._no_mem_embed = consts["no_mem_embed"].astype(np.float32).reshape(1, -1, 1, 1)  # (1, 256, 1, 1)
+        check_model(self.manifest)  # the checks VideoPredictor makes: schema, graph hashes, then sizes
+        self._no_mem_embed = no_mem_embed(self.manifest).reshape(1, -1, 1, 1)  # (1, 256, 1, 1)
         self.runners = load_runners(model_dir, backend=backend, threads=threads, engine_dir=engine_dir,
                                     graphs=GRAPHS)
+        check_graph_shapes(self.runners, self.manifest)
         self.image_size = self.manifest.image_size
         self.mask_threshold = float(mask_threshold)
+        self.chunk = self.manifest.bank.max_objects  # prompts per decoder call: bounds its memory
         self.reset_predictor()
 
     # ---- image -------------------------------------------------------------------------------------
@@ -153,6 +159,29 @@ class ImagePredictor:
                  multimask_output: bool, return_logits: bool,
                  normalize_coords: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         coords, labels, mask = self._prompts(img_idx, point_coords, point_labels, box, mask_input, normalize_coords)
+        B, C = coords.shape[0], 3 if multimask_output else 1
+        H, W = self._orig_hw[img_idx]
+        _check_fits(B * C * H * W * 4, f"{B} prompt(s) x {C} mask(s) of {W}x{H} float32 (the official output)")
+        masks = np.empty((B, C, H, W), np.float32)
+        iou = np.empty((B, C), np.float32)
+        h4 = 4 * (self.image_size // 16)
+        low_res = np.empty((B, C, h4, h4), np.float32)
+        chunks = range(0, B, self.chunk)  # the decoder's memory grows with B: at most `chunk` prompts per call
+        for b in tqdm(chunks, desc="decode prompts", unit="chunk", disable=len(chunks) < 8):
+            s = slice(b, b + self.chunk)
+            m = None if mask is None else mask[s] if len(mask) == B else mask
+            low_res[s], iou[s] = self._decode(img_idx, coords[s], labels[s], m, multimask_output)
+            up = postprocess_masks(low_res[s], (H, W))  # (b, C, H, W) logits
+            masks[s] = up if return_logits else up > self.mask_threshold  # 0/1 as float32
+        np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP, out=low_res)
+        if B == 1:  # the official squeeze(0)
+            return masks[0], iou[0], low_res[0]
+        return masks, iou, low_res
+
+    def _decode(self, img_idx: int, coords: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
+                multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The mask decoder on B prompts: coords (B, N, 2), labels (B, N) -> low-res logits (B, C, 4h, 4h) and
+        predicted IoU (B, C), C = 3 with ``multimask_output`` else 1 (the decoder's own choice)."""
         B, h4 = coords.shape[0], 4 * (self.image_size // 16)
         feats = self._features
         embed = feats["image_embed"][img_idx:img_idx + 1]  # (1, 256, h, h)
@@ -171,13 +200,7 @@ class ImagePredictor:
             index = out["selected_candidate"].astype(np.intp)  # (B,)
             low_res = np.take_along_axis(candidates, index[:, None, None, None], axis=1)
             iou = np.take_along_axis(ious, index[:, None], axis=1)
-        masks = postprocess_masks(low_res, self._orig_hw[img_idx])  # (B, C, H, W)
-        if not return_logits:
-            masks = (masks > self.mask_threshold).astype(np.float32)
-        low_res = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP)
-        if B == 1:  # the official squeeze(0)
-            return masks[0], iou[0].copy(), low_res[0]
-        return masks, iou.copy(), low_res
+        return low_res, iou
 
     def _prompts(self, img_idx: int, point_coords: Any, point_labels: Any, box: Any, mask_input: Any,
                  normalize_coords: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -195,15 +218,21 @@ class ImagePredictor:
             if b.size == 0 or b.size % 4 or b.ndim > 2 or b.shape[-1] != 4:
                 raise Sam2rtError(f"box must be (4,) x0, y0, x1, y1 or (B, 4), got shape {b.shape}")
             corners = b.reshape(-1, 2, 2)  # (B, 2, 2)
+            flat = b.reshape(-1, 4)
+            if not ((flat[:, 0] < flat[:, 2]) & (flat[:, 1] < flat[:, 3])).all():
+                raise Sam2rtError(f"box {_describe(box)} must have x0 < x1 and y0 < y1 (top-left corner first, then "
+                                  "bottom-right), as VideoPredictor and the CLI require")
             parts.append((corners, np.tile(np.array([[2, 3]]), (len(corners), 1))))
         if point_coords is not None:
-            pts, lbl = _numbers(point_coords, "point_coords"), np.asarray(point_labels)
+            pts, lbl = _numbers(point_coords, "point_coords"), _labels(point_labels)
             if pts.ndim not in (2, 3) or pts.shape[-1] != 2 or pts.shape[-2] == 0:
                 raise Sam2rtError(f"point_coords must be (N, 2) or (B, N, 2) with N >= 1, got shape {pts.shape}")
             if lbl.shape != pts.shape[:-1] or not np.isin(lbl, _LABELS).all():
                 raise Sam2rtError(f"point_labels must be shaped {pts.shape[:-1]} (one per point) with values 1 "
                                   f"(foreground), 0 (background) or -1 (padding); got {lbl.tolist()}")
             parts.append((pts.reshape(-1, *pts.shape[-2:]), lbl.reshape(-1, pts.shape[-2])))
+            for row in parts[-1][1]:
+                check_point_count(row, self.manifest.bank.max_points)
         if len({len(p) for p, _ in parts}) > 1:
             raise Sam2rtError(f"{len(parts[0][0])} boxes but {len(parts[1][0])} point prompts: pass one box per "
                               "point prompt (B boxes with (B, N, 2) points)")
@@ -229,16 +258,48 @@ class ImagePredictor:
         return m.astype(np.float32)
 
 
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits(nbytes: int, what: str) -> None:
+    """Refuse an output that cannot fit in memory (the decoder works in chunks; the returned masks cannot)."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise Sam2rtError(f"the result would need {nbytes / 2**30:.1f} GiB ({what}) but {free / 2**30:.1f} GiB is "
+                          "available; pass fewer boxes or prompts per call, or multimask_output=False")
+
+
 def _numbers(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise Sam2rtError(f"{what} must be an array of numbers, got {_describe(value)}") from None
     if not np.isfinite(arr).all():
         raise Sam2rtError(f"{what} contains NaN or infinity; pass finite values")
     return arr
 
 
+def _labels(value: Any) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):  # ragged lists
+        raise Sam2rtError(f"point_labels must be an array of 1, 0 or -1, one per point, got {_describe(value)}") from None
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 60 else f"{type(value).__name__} of shape {np.shape(value)}"
+    if len(text) <= 60:
+        return text
+    try:
+        return f"{type(value).__name__} of shape {np.shape(value)}"
+    except ValueError:  # ragged nesting has no shape
+        return f"{type(value).__name__} of {len(value)} ragged entries" if hasattr(value, "__len__") else text[:60]

@@ -10,6 +10,8 @@ Imports no torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sam2rt.errors import Sam2rtError
@@ -18,13 +20,35 @@ from sam2rt.runtime.imageops import IMAGENET_MEAN, IMAGENET_STD, resize_bilinear
 LOW_RES_CLAMP = 32.0  # the official predictor clamps the low-res logits it returns to [-32, 32]
 
 
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def rgb_from_pil(image: Any) -> np.ndarray:
+    """A PIL image -> (H, W, 3) uint8 RGB. 16-bit grey (``I;16*``, and ``I`` as Pillow opens a 16-bit PNG) is
+    scaled to 8 bits (v * 255 / 65535, rounded); Pillow's own ``convert("RGB")`` would clip it to 255, all
+    white. Float (``F``) and other 32-bit images have no known range and are refused."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT or (mode == "I" and image.format == "PNG"):
+        grey = np.asarray(image).astype(np.float64)  # (H, W)
+        if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
+            raise Sam2rtError(f"the {mode} image has values outside 0..65535; save it as 8-bit RGB")
+        rgb8 = np.rint(grey * (255.0 / 65535.0)).astype(np.uint8)
+        return np.repeat(rgb8[..., None], 3, axis=2)
+    if mode in ("I", "F"):
+        raise Sam2rtError(f"the image holds {mode} (32-bit {'float' if mode == 'F' else 'integer'}) pixels "
+                          "with no known range; convert it to 8-bit RGB first")
+    return np.asarray(image.convert("RGB"))
+
+
 def check_image(image: object) -> np.ndarray:
     """A user image -> (H, W, 3) uint8 RGB array (numpy arrays are taken as RGB, PIL images converted)."""
     if not isinstance(image, np.ndarray) and hasattr(image, "convert") and hasattr(image, "size"):
-        image = np.asarray(image.convert("RGB"))  # a PIL image
+        image = rgb_from_pil(image)  # a PIL image
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         got = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
-        raise Sam2rtError(f"expected an RGB image as a (H, W, 3) uint8 numpy array or a PIL image, got {got}; "
+        hint = " (16-bit data: scale it to 8 bits, e.g. (image // 257).astype(np.uint8))" \
+            if getattr(image, "dtype", None) == np.uint16 else ""
+        raise Sam2rtError(f"expected an RGB image as a (H, W, 3) uint8 numpy array or a PIL image, got {got}{hint}; "
                           "e.g. np.asarray(Image.open(path).convert('RGB'))")
     if min(image.shape[:2]) < 1:
         raise Sam2rtError(f"the image is empty (shape {image.shape})")

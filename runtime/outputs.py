@@ -182,8 +182,16 @@ def check_options(options: dict) -> None:
     if size is not None and (np.ndim(size) != 1 or len(size) != 2 or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size)):
         raise Sam2rtError(f"mask_size must be (height, width) with positive integer sides, got {size!r}")
-    if "mask_dtype" in options and np.dtype(options["mask_dtype"]) not in (np.dtype(bool), np.dtype(np.uint8)):
+    if "mask_dtype" in options and not _is_mask_dtype(options["mask_dtype"]):
         raise Sam2rtError(f"mask_dtype must be bool or numpy.uint8, got {options['mask_dtype']!r}")
+
+
+def _is_mask_dtype(value: object) -> bool:
+    """bool or uint8 (anything numpy cannot read as a dtype, e.g. "garbage", is neither)."""
+    try:
+        return np.dtype(value) in (np.dtype(bool), np.dtype(np.uint8))
+    except (TypeError, ValueError):
+        return False
 
 
 def make_result(frame_idx: int, obj_ids: list[int], low: np.ndarray, scores: np.ndarray, video_size: tuple[int, int],
@@ -197,7 +205,7 @@ def make_result(frame_idx: int, obj_ids: list[int], low: np.ndarray, scores: np.
     size = video_size if mask_size is None else tuple(int(s) for s in mask_size)
     if len(size) != 2 or min(size) < 1:
         raise Sam2rtError(f"mask_size must be (height, width) with positive sides, got {mask_size!r}")
-    if np.dtype(mask_dtype) not in (np.dtype(bool), np.dtype(np.uint8)):
+    if not _is_mask_dtype(mask_dtype):
         raise Sam2rtError(f"mask_dtype must be bool or numpy.uint8, got {mask_dtype!r}")
     masks = (threshold or threshold_resize)(low, size, mask_dtype)
     scores = np.asarray(scores, np.float32)

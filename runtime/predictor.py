@@ -21,6 +21,7 @@ from sam2rt.runtime.bank import ObjectOutputs, SelectionRules, bf16_bits
 from sam2rt.runtime.engine import Engine, Features
 from sam2rt.runtime.frames import open_frames
 from sam2rt.runtime.imageops import mask_prompt_to_input
+from sam2rt.runtime.transaction import check_new_object, rolled_back_on_error
 
 State = dict[str, Any]
 
@@ -111,10 +112,21 @@ class VideoPredictor:
                                        state["video_width"], state["video_height"])
         scale = np.array([state["video_width"], state["video_height"]], np.float32) if normalize_coords else 1.0
         pts = (pts / scale * self.image_size).astype(np.float32)
-        obj_idx = self._obj_idx(state, obj_id)
-        old = state["point_inputs_per_obj"][obj_idx].get(frame_idx) if not clear_old_points else None
+        known = state["obj_id_to_idx"].get(obj_id)
+        old = state["point_inputs_per_obj"][known].get(frame_idx) if known is not None and not clear_old_points else None
         if old is not None:
             pts, lbl = np.concatenate([old[0], pts]), np.concatenate([old[1], lbl])
+        P.check_point_count(lbl, self.engine.manifest.bank.max_points)
+        check_new_object(state, obj_id, self.engine.manifest.bank.max_objects)
+        self._features(state, frame_idx)  # decodes the frame: a frame that cannot be read fails before any change
+        with rolled_back_on_error(state, obj_id, frame_idx):
+            return self._add_points(state, frame_idx, obj_id, pts, lbl)
+
+    add_new_points = add_new_points_or_box
+
+    def _add_points(self, state: State, frame_idx: int, obj_id: int, pts: np.ndarray, lbl: np.ndarray):
+        """``add_new_points_or_box`` once its arguments are checked: (N,2) model pixels, (N,) labels."""
+        obj_idx = self._obj_idx(state, obj_id)
         state["point_inputs_per_obj"][obj_idx][frame_idx] = (pts, lbl)
         state["mask_inputs_per_obj"][obj_idx].pop(frame_idx, None)
         is_init, reverse, is_cond = self._frame_role(state, obj_idx, frame_idx)
@@ -132,8 +144,6 @@ class VideoPredictor:
         self._store_temp(state, obj_idx, frame_idx, is_cond, out)
         return frame_idx, state["obj_ids"], self._consolidate(state, frame_idx, is_cond)
 
-    add_new_points = add_new_points_or_box
-
     def add_new_mask(self, inference_state: State, frame_idx: int, obj_id: int, mask):
         """Add a mask prompt (H,W) bool on a frame; returns ``(frame_idx, obj_ids, masks)``."""
         state = inference_state
@@ -141,6 +151,13 @@ class VideoPredictor:
         P.check_obj_id(obj_id)
         mask = P.check_mask(mask)
         mask_input = mask_prompt_to_input(mask, self.image_size)
+        check_new_object(state, obj_id, self.engine.manifest.bank.max_objects)
+        self._features(state, frame_idx)  # decodes the frame: a frame that cannot be read fails before any change
+        with rolled_back_on_error(state, obj_id, frame_idx):
+            return self._add_mask(state, frame_idx, obj_id, mask_input)
+
+    def _add_mask(self, state: State, frame_idx: int, obj_id: int, mask_input: np.ndarray):
+        """``add_new_mask`` once its arguments are checked: mask_input (1, 1, 4h, 4h) float32."""
         obj_idx = self._obj_idx(state, obj_id)
         state["mask_inputs_per_obj"][obj_idx][frame_idx] = mask_input
         state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
@@ -208,12 +225,14 @@ class VideoPredictor:
                            reverse: bool = False) -> Iterator[tuple[int, list[int], np.ndarray]]:
         """Yield ``(frame_idx, obj_ids, masks (K,1,H,W))`` for every frame in processing order."""
         state = inference_state
+        if start_frame_idx is not None:  # checked before the preflight changes anything
+            P.check_frame_idx(start_frame_idx, state["num_frames"])
+        P.check_frame_limit(max_frame_num_to_track)
         self.propagate_in_video_preflight(state)
         num_frames, K = state["num_frames"], len(state["obj_ids"])
         if start_frame_idx is None:
             start_frame_idx = min(t for o in state["output_dict_per_obj"].values() for t in o.cond)
-        P.check_frame_idx(start_frame_idx, num_frames)
-        limit = num_frames if max_frame_num_to_track is None else max_frame_num_to_track
+        limit = num_frames if max_frame_num_to_track is None else int(max_frame_num_to_track)
         if reverse:
             end = max(start_frame_idx - limit, 0)
             order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)

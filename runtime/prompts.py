@@ -17,6 +17,25 @@ def check_frame_idx(frame_idx: object, num_frames: int) -> None:
         raise Sam2rtError(f"frame_idx {frame_idx!r} is out of range; the video has frames 0..{num_frames - 1}")
 
 
+def check_frame_limit(max_frame_num_to_track: object) -> None:
+    """``max_frame_num_to_track``: None (the whole video) or an integer >= 0."""
+    if max_frame_num_to_track is None:
+        return
+    if not isinstance(max_frame_num_to_track, numbers.Integral) or isinstance(max_frame_num_to_track, bool) \
+            or max_frame_num_to_track < 0:
+        raise Sam2rtError(f"max_frame_num_to_track must be None or an integer >= 0, got {max_frame_num_to_track!r}")
+
+
+def check_point_count(labels: np.ndarray, limit: int) -> None:
+    """At most ``limit`` clicks (labels 0/1; box corners 2/3 are not counted) per object and frame: the
+    decoder's memory grows with the square of the point count (10 000 points: 7 GB)."""
+    clicks = int(np.isin(labels, (0, 1)).sum())
+    if clicks > limit:
+        raise Sam2rtError(f"{clicks} clicks on one object and frame; this model takes at most {limit} (export "
+                          "--max-points). Use fewer clicks (a box or a mask prompt describes a large object), or "
+                          "re-export with a larger --max-points")
+
+
 def check_obj_id(obj_id: object) -> None:
     if not isinstance(obj_id, numbers.Integral) or isinstance(obj_id, bool):
         raise Sam2rtError(f"obj_id must be an integer, got {obj_id!r}")

@@ -251,6 +251,7 @@ class StreamTracker:
             old = self._points[b] if b is not None and not clear_old_points else None
             if old is not None:
                 pts, lbl = np.concatenate([old[0], pts]), np.concatenate([old[1], lbl])
+            P.check_point_count(lbl, self.engine.manifest.bank.max_points)
         limit = self.engine.manifest.bank.max_objects
         if b is None and len(self._ids) >= limit:
             raise Sam2rtError(f"this model tracks at most {limit} objects per stream (--max-objects at export); "

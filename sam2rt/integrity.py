@@ -112,20 +112,49 @@ def check_model(manifest: Manifest) -> None:
     verify_graph_hashes(manifest)
 
 
-def load_constants(manifest: Manifest) -> dict[str, np.ndarray]:
-    """constants.npz as float32 arrays of the expected sizes; never unpickles (``allow_pickle=False``)."""
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
+def _read_npz(manifest: Manifest) -> tuple[dict[str, np.ndarray], Path, str]:
+    """Every array of constants.npz, read without unpickling; with the path and the fix for messages."""
     path = manifest.constants_path
     fix = f"re-export the model: sam2rt export --model {manifest.model_name} --out NEW_DIR"
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise Sam2rtError(f"cannot read {path} ({e.strerror}); {fix}") from None
+    if not magic.startswith((_ZIP_MAGIC, _NPY_MAGIC)):  # text, an image, a pickle: numpy would say "pickled"
+        kind = "pickled data, which sam2rt never loads (it could run any code)" if magic[:1] == b"\x80" else \
+            "not an .npz archive (it does not start like a zip file)"
+        raise Sam2rtError(f"{path} is {kind}; {fix}")
+    try:
         with np.load(path, allow_pickle=False) as npz:
             found = {k: npz[k] for k in npz.files}
-    except ValueError as e:  # a pickle, or an object array inside the archive
+    except ValueError as e:  # an object array inside the archive
         raise Sam2rtError(f"{path} holds pickled data, which sam2rt never loads (it could run any code); {fix}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise Sam2rtError(f"{path} is truncated or not an .npz archive ({type(e).__name__}); {fix}") from None
     except AttributeError:  # np.load returned a bare array (a .npy file), which has no .files
         raise Sam2rtError(f"{path} is a single .npy array, not an .npz archive of named constants; {fix}") from None
-    return _checked_constants(found, path, fix)
+    return found, path, fix
+
+
+def load_constants(manifest: Manifest) -> dict[str, np.ndarray]:
+    """constants.npz as float32 arrays of the expected sizes; never unpickles (``allow_pickle=False``)."""
+    return _checked_constants(*_read_npz(manifest))
+
+
+def no_mem_embed(manifest: Manifest) -> np.ndarray:
+    """The image predictor's constant (256,) float32 from constants.npz, checked like the others."""
+    found, path, fix = _read_npz(manifest)
+    arr = found.get("no_mem_embed")
+    if arr is None:
+        raise Sam2rtError(f"{path} lacks no_mem_embed (exported by an older sam2rt without the image "
+                          f"predictor's constants); {fix}")
+    if arr.dtype.kind != "f" or arr.size != C.HIDDEN_DIM or not np.all(np.isfinite(arr)):
+        raise Sam2rtError(f"{path}: no_mem_embed must be {C.HIDDEN_DIM} finite floats, got {arr.dtype} {arr.shape}; {fix}")
+    return arr.astype(np.float32).reshape(-1)
 
 
 def _checked_constants(found: Mapping[str, np.ndarray], path: Path, fix: str) -> dict[str, np.ndarray]:

@@ -41,6 +41,12 @@ class Manifest:
         return str(self.raw.get("precision", "fp32"))
 
     @property
+    def random_weights(self) -> bool:
+        """Exported with ``--random-weights`` (``source.random_seed`` set): masks mean nothing."""
+        source = self.raw.get("source")
+        return isinstance(source, dict) and source.get("random_seed") is not None
+
+    @property
     def tracking(self) -> dict[str, Any]:
         return dict(self.raw["tracking"])
 

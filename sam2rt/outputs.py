@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from sam2rt.errors import Sam2rtError
 
@@ -37,8 +38,21 @@ def _probe(folder: Path, flag: str, shown: Path) -> None:
     os.unlink(name)
 
 
+NAME_MAX = 255  # bytes per path component on Linux, macOS and Windows filesystems
+
+
+def check_name_lengths(path: Path, flag: str) -> None:
+    """Every component of ``path`` fits a filesystem name (255 bytes), or a Sam2rtError names the long one."""
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise Sam2rtError(f"{flag}: the name {part[:40]}... is {size} bytes long; file and folder names may have "
+                              f"at most {NAME_MAX} bytes. Choose a shorter name")
+
+
 def _check_folder(folder: Path, flag: str, shown: Path) -> None:
     """``folder`` is, or can be created as, a writable folder; messages name ``flag`` and ``shown``."""
+    check_name_lengths(shown, flag)
     existing = nearest_existing(folder)
     if not existing.is_dir():
         raise Sam2rtError(f"{flag} {shown}: {existing} is a file, not a folder; choose a path in a folder")
@@ -53,6 +67,7 @@ def check_writable_dir(path: Path, flag: str) -> None:
 def check_writable_file(path: Path, flag: str) -> None:
     """A file can be written at ``path``: not a folder, and its (possibly missing) folder is writable."""
     path = Path(path)
+    check_name_lengths(path, flag)
     if path.is_dir():
         raise Sam2rtError(f"{flag} {path} is a folder; pass a file name inside it")
     _check_folder(path.parent, flag, path)
@@ -82,6 +97,35 @@ def remove_empty(folders: Sequence[Path]) -> None:
             p.rmdir()
         except OSError:
             pass  # not empty (something else wrote there): leave it
+
+
+@contextmanager
+def removing_created(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` and its parents again, where this block created them and they are still empty,
+    when the block fails or is interrupted (an interrupted export leaves no empty folders)."""
+    missing = [p for p in (Path(os.path.abspath(folder)), *Path(os.path.abspath(folder)).parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        remove_empty(list(reversed(missing)))
+        raise
+
+
+def is_model_dir(folder: Path) -> bool:
+    """``folder`` holds a model: a manifest or ONNX graphs."""
+    folder = Path(folder)
+    return folder.is_dir() and ((folder / "manifest.json").exists() or any(folder.glob("*.onnx")))
+
+
+def check_model_out(out: Path, force: bool, source: Path | None = None) -> None:
+    """``--out`` of export/convert/calibrate: never the source model; an existing model only with ``--force``."""
+    out = Path(out)
+    check_name_lengths(out, "--out")
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise Sam2rtError(f"--out {out} is the source model folder; choose a new folder for the result")
+    if is_model_dir(out) and not force:
+        raise Sam2rtError(f"--out {out} already holds a model (manifest.json or .onnx graphs), which this would "
+                          "replace; choose a new folder, or pass --force to replace it")
 
 
 def check_video_frames(path: Path, frames: int) -> None:

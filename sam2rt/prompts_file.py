@@ -91,6 +91,8 @@ def parse_prompts(entries: Sequence[Any], where: str, base: Path) -> list[Prompt
 
 
 def _read_json_list(path: Path) -> list[Any]:
+    if path.is_dir():
+        raise Sam2rtError(f"prompts file {path} is a folder; pass the path of the JSON prompts file in it")
     if not path.is_file():
         raise Sam2rtError(f"prompts file {path} does not exist; pass the path of a JSON prompts file")
     try:
@@ -234,6 +236,9 @@ def prompts_from_flags(points: Sequence[str], box: str | None) -> list[Prompt]:
     return [_parse_entry(entry, "--point/--box", Path("."))]
 
 
+_EXAMPLES = {"--point": "420,260", "--box": "100,80,300,240"}  # valid ones: x0 < x1, y0 < y1
+
+
 def _parse_point_flag(text: str) -> tuple[float, float, int]:
     values = _numbers(text, "--point", (2, 3), "X,Y or X,Y,LABEL")
     label = values[2] if len(values) == 3 else 1
@@ -250,7 +255,7 @@ def _numbers(text: str, flag: str, count: int | tuple[int, ...], form: str) -> l
         values = []
     if len(values) not in counts or not all(np.isfinite(values)):
         raise Sam2rtError(f"{flag} {text!r}: expected {form} as comma-separated numbers without spaces, e.g. "
-                          f"{flag} {','.join(['100'] * counts[0])}")
+                          f"{flag} {_EXAMPLES[flag]}")
     return values
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Callable, Sequence
+import warnings
+from typing import Callable, NoReturn, Sequence
 
 from sam2rt.cli.bench import add_bench
 from sam2rt.cli.build import add_build
@@ -47,19 +48,36 @@ SUBCOMMANDS.append(add_track_batch)
 SUBCOMMANDS.append(add_fleet)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other sam2rt error (``sam2rt: error: ...``, exit 2) instead
+    of the usage block; the subcommand's --help is named instead."""
+
+    def error(self, message: str) -> NoReturn:
+        if "expected one argument" in message:  # `--point -5,10`: argparse takes -5,10 for an option
+            message += " (if the value starts with '-', write it after '=': --point=-5,10)"
+        print(f"sam2rt: error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sam2rt", description="SAM 2 video segmentation, deployed for real time.")
+    parser = Parser(prog="sam2rt", description="SAM 2 video segmentation, deployed for real time.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Warnings as one ``sam2rt: warning:`` line (no file and line of library code)."""
+    print(f"sam2rt: warning: {message}", file=sys.stderr)
+
+
 def guarded(prog: str, run: Callable[[], int]) -> int:
     """Run a command: a Sam2rtError becomes its message and exit code 2, Ctrl-C exit code 130, SIGTERM/SIGHUP
     128 + the signal number; each after the command's own cleanup has run."""
     try:
-        with signals_as_exceptions():
+        with signals_as_exceptions(), warnings.catch_warnings():
+            warnings.showwarning = _show_warning
             return run()
     except Sam2rtError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -53,6 +53,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       official_repeats=args.official_repeats, soak=args.soak)
     result = run_bench(cfg)
     print(format_table(result))
+    from sam2rt.cli.random_weights import say_random_weights
+
+    say_random_weights(args.model)  # after the work, so that an error stays the only line
     if args.json is not None:
         print(f"wrote {write_json(result, args.json)}")
     if args.plot is not None:
@@ -61,11 +64,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="latency per graph, frames per second, memory (optionally vs the official)")
+    p = sub.add_parser("bench", help="latency per graph, frames per second, memory (optionally vs the official)",
+                       usage="sam2rt bench --model MODEL --video VIDEO [options]\n"
+                             "       sam2rt bench --model MODEL --host-overhead")
     p.add_argument("--model", type=Path, required=True, help="exported model directory")
     p.add_argument("--backend", default="ort", choices=("ort", "ort-gpu", "trt"),
                    help="inference backend: ort (ONNX Runtime CPU), ort-gpu (onnxruntime-gpu), trt (TensorRT engines from `sam2rt build` in MODEL_DIR/engines)")
-    p.add_argument("--video", type=Path, default=None, help="video file or JPEG folder (required)")
+    p.add_argument("--video", type=Path, default=None, help="video file or JPEG folder (required, except with --host-overhead)")
     p.add_argument("--frames", type=int, default=30, help="frames to track (default 30)")
     p.add_argument("--objects", type=int, default=2, help="objects, one click each on frame 0 (default 2)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads, also for torch (0 = default)")

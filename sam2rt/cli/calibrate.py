@@ -46,7 +46,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         max_samples=args.max_samples, seed=args.seed, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     if not args.data:
         raise Sam2rtError("pass calibration data with --data VIDEO_OR_DIR [...]")
-    manifest = calibrate_model(args.model_dir, args.data, args.out, cfg)
+    from sam2rt.outputs import check_model_out, removing_created
+
+    check_model_out(args.out, args.force, source=args.model_dir)
+    with removing_created(args.out):  # an interrupted calibration leaves no empty folders
+        manifest = calibrate_model(args.model_dir, args.data, args.out, cfg)
     from sam2rt.cli.lint import lint_warnings
 
     lint_warnings(manifest.parent)
@@ -63,7 +67,8 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", type=Path, help="FP32 model directory (sam2rt export)")
     p.add_argument("--data", type=Path, nargs="+", required=True,
                    help="video files, JPEG frame folders, images, or folders of them")
-    p.add_argument("--out", type=Path, required=True, help="output directory for the INT8 model")
+    p.add_argument("--out", type=Path, required=True, help="output directory for the INT8 model (a new one)")
+    p.add_argument("--force", action="store_true", help="replace the model already in --out (never the source)")
     p.add_argument("--frames", type=int, default=48, help="calibration frames in all (default 48)")
     p.add_argument("--clip-len", type=int, default=8, help="consecutive frames tracked per clip (default 8)")
     p.add_argument("--method", default="percentile", help="percentile (default), minmax or entropy")

@@ -84,6 +84,8 @@ class FrameReader:
             raise Sam2rtError(f"video source {source!r} not found; pass a camera index (0), a stream URL "
                               "(rtsp://...) or an existing video file")
         self.cap = cv2.VideoCapture(self.source)
+        self.read_count = 0
+        self.claimed = 0 if self.live else int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if not self.cap.isOpened():
             self.cap.release()
             raise Sam2rtError(f"cannot open video source {source!r}; check the camera index, the URL or that "
@@ -99,9 +101,14 @@ class FrameReader:
         """The next (H, W, 3) uint8 BGR frame, or None when the source has ended."""
         ok, frame = self.cap.read()
         if ok:
+            self.read_count += 1
             return frame
         if self.live:
             return self._reopen()
+        if 0 < self.read_count < self.claimed:  # the container promised more: say so, and where it broke
+            print(f"sam2rt: warning: {self.text}: the container says {self.claimed} frames but only "
+                  f"{self.read_count} decode (frame {self.read_count} fails); the video ends there", file=sys.stderr)
+            self.claimed = 0
         return None
 
     def _reopen(self) -> Any | None:

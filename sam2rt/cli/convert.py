@@ -10,8 +10,15 @@ from sam2rt.errors import Sam2rtError
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from sam2rt.calibration.variant import check_precision
+    from sam2rt.outputs import check_model_out, removing_created
 
     precision = check_precision(args.precision)
+    check_model_out(args.out, args.force, source=args.model_dir)
+    with removing_created(args.out):  # an interrupted conversion leaves no empty folders
+        return _convert(args, precision)
+
+
+def _convert(args: argparse.Namespace, precision: str) -> int:
     if precision == "int8":
         raise Sam2rtError("INT8 graphs need calibration data: run `sam2rt calibrate MODEL_DIR --data VIDEO --out DIR`")
     if precision == "fp32":
@@ -52,7 +59,8 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", type=Path, help="FP32 model directory from `sam2rt export`")
     p.add_argument("--precision", required=True,
                    help="fp16, or int8-cpu (dynamic INT8 for ONNX Runtime's CPU provider); int8 QDQ: `sam2rt calibrate`")
-    p.add_argument("--out", type=Path, required=True, help="output directory for the variant")
+    p.add_argument("--out", type=Path, required=True, help="output directory for the variant (a new one)")
+    p.add_argument("--force", action="store_true", help="replace the model already in --out (never the source)")
     p.add_argument("--graphs", nargs="+", default=None, metavar="GRAPH",
                    help="graphs to convert (default fp16: all four; int8-cpu: all but mask_decoder); "
                         "the others stay FP32")

@@ -11,38 +11,49 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sam2rt.cli.random_weights import say_random_weights
 from sam2rt.errors import Sam2rtError
-
-
-def _read_rgb(path: Path):
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except OSError as e:  # missing, unreadable, not an image
-        raise Sam2rtError(f"--image {path}: cannot read it as an image ({e.strerror or e}); pass a JPEG or PNG file")
 
 
 def _mask_paths(out: Path, count: int) -> list[Path]:
     return [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
 
 
-def _cmd_segment(args: argparse.Namespace) -> int:
-    from PIL import Image
+def _check_paths(args: argparse.Namespace) -> list[Path]:
+    """Every mask path segment may write, checked before the model loads; returns them."""
+    from sam2rt.outputs import check_name_lengths, check_writable_file
 
-    from sam2rt.prompts_file import prompts_from_flags
-    from sam2rt.runtime.image_predictor import ImagePredictor
-
-    if not args.point and args.box is None:
-        raise Sam2rtError("no prompt: pass --point X,Y[,LABEL] (repeatable) and/or --box X0,Y0,X1,Y1")
-    prompt = prompts_from_flags(args.point, args.box)[0]  # checks the flags; the predictor checks the range
+    check_name_lengths(args.out, "--out")
     if args.out.suffix.lower() != ".png":
         raise Sam2rtError(f"--out {args.out}: masks are written as PNG; use a name ending in .png")
     if args.out.is_dir():
         raise Sam2rtError(f"--out {args.out} is a folder; pass a file name such as {args.out / 'mask.png'}")
-    rgb = _read_rgb(args.image)
+    paths = _mask_paths(args.out, 3) if args.all_masks else [args.out]
+    image = args.image.resolve() if args.image.exists() else None
+    for path in paths:
+        check_writable_file(path, "--out")
+        if image is not None and path.exists() and path.resolve() == image:
+            raise Sam2rtError(f"--out {path} is the input image; choose another file name for the mask")
+    return paths
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from sam2rt.outputs import make_parents, remove_empty
+    from sam2rt.prompts_file import prompts_from_flags
+    from sam2rt.runtime.image_files import read_image
+    from sam2rt.runtime.image_predictor import ImagePredictor
+    from sam2rt.staging import claimed, clean_stale, write_all_or_nothing
+
+    if not args.point and args.box is None:
+        raise Sam2rtError("no prompt: pass --point X,Y[,LABEL] (repeatable) and/or --box X0,Y0,X1,Y1")
+    prompt = prompts_from_flags(args.point, args.box)[0]  # checks the flags; the predictor checks the range
+    paths = _check_paths(args)
+    try:
+        rgb = read_image(args.image)
+    except Sam2rtError as e:
+        raise Sam2rtError(f"--image: {e}") from None
     predictor = ImagePredictor(args.model, backend=args.backend, threads=args.threads)
     predictor.set_image(rgb)
     one_click = prompt.box is None and len(prompt.points or ()) == 1
@@ -51,10 +62,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if not args.all_masks:
         best = int(scores.argmax())
         masks, scores = masks[best:best + 1], scores[best:best + 1]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, mask, score in zip(_mask_paths(args.out, len(masks)), masks, scores):
-        Image.fromarray((mask > 0).astype("uint8") * 255).save(path)
+    pngs = {path: (mask > 0).astype("uint8") * 255 for path, mask in zip(paths, masks)}  # (H, W) 0/255
+    created = make_parents(args.out)
+    try:
+        with claimed([(path, "--out") for path in paths]):
+            clean_stale(args.out.parent)
+            write_all_or_nothing(paths, lambda path, tmp: Image.fromarray(pngs[path]).save(tmp, format="PNG"),
+                                 "--out")
+    except BaseException:
+        remove_empty(created)
+        raise
+    for path, mask, score in zip(paths, masks, scores):
         print(f"wrote {path} (predicted IoU {score:.3f}, {100 * float((mask > 0).mean()):.1f}% of the image)")
+    say_random_weights(predictor.manifest)  # after the work, so that an error stays the only line
     return 0
 
 

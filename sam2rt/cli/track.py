@@ -1,4 +1,4 @@
-"""``sam2rt track``: segment objects through a video from a prompts file (or --point/--box) on ONNX Runtime.
+"""``sam2rt track``: segment objects through a video from a prompts file (or --point/--box), on any backend.
 
 ``track_video`` is the Python entry point (the demo uses it too): a ``VideoPredictor``, the prompts, forward
 propagation from the first prompted frame (and reverse propagation back to frame 0 when that frame is later),
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from sam2rt.cli.overlay import write_overlay
+from sam2rt.cli.random_weights import say_random_weights
 from sam2rt.errors import Sam2rtError
 
 if TYPE_CHECKING:
@@ -75,8 +76,11 @@ class TrackResult:
 def check_outputs(out: Path, masks_dir: Path | None, video: Path) -> Path | None:
     """Raise before any work if an output path cannot be used; returns ``masks_dir`` with symlinks resolved
     (masks land where the link points and the link stays)."""
-    from sam2rt.outputs import check_writable_dir, check_writable_file
+    from sam2rt.outputs import check_name_lengths, check_writable_dir, check_writable_file
 
+    check_name_lengths(out, "--out")
+    if masks_dir is not None:
+        check_name_lengths(masks_dir, "--masks-dir")
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise Sam2rtError(f"--out {out}: the overlay is an MPEG-4 video; use a name ending in .mp4")
     if out.is_dir():
@@ -175,7 +179,11 @@ def _commit(video_tmp: Path, out: Path, staged_masks: Path | None, masks_dir: Pa
     existed = masks_dir is not None and masks_dir.is_dir()
     if staged_masks is not None and masks_dir is not None:
         if existed:
-            masks_dir.rmdir()  # checked empty before the run
+            try:
+                masks_dir.rmdir()  # checked empty before the run
+            except OSError as e:
+                raise Sam2rtError(f"--masks-dir {masks_dir} is no longer empty ({e.strerror}): something else wrote "
+                                  "there during the run; nothing was replaced. Choose a new folder") from None
         replace(staged_masks, masks_dir, "--masks-dir")
     try:
         replace(video_tmp, out, "--out")
@@ -196,20 +204,31 @@ def track_video(cfg: TrackConfig, predictor: Any | None = None) -> TrackResult:
     predictor: a loaded ``VideoPredictor`` of ``cfg.model`` to reuse (one model for many videos, as the
     workers of ``sam2rt track-batch`` do); None loads one.
     """
-    from sam2rt.prompts_file import apply_prompt
-    from sam2rt.runtime.predictor import VideoPredictor
+    from sam2rt.staging import claimed
 
     t0 = time.perf_counter()
     if not cfg.prompts:
         raise Sam2rtError("no prompt: give at least one point, box or mask")
     masks_dir = check_outputs(cfg.out, cfg.masks_dir, cfg.video)
     cfg = replace(cfg, masks_dir=masks_dir)
+    with claimed([(cfg.out, "--out")] + ([(masks_dir, "--masks-dir")] if masks_dir is not None else [])):
+        return _track_claimed(cfg, t0, predictor)
+
+
+def _track_claimed(cfg: TrackConfig, t0: float, predictor: Any | None) -> TrackResult:
+    """``track_video`` once its outputs are checked and claimed against other sam2rt processes."""
+    from tqdm import tqdm
+
+    from sam2rt.prompts_file import apply_prompt
+    from sam2rt.runtime.predictor import VideoPredictor
+
     if predictor is None:
         predictor = VideoPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads, progress=False)
     state = predictor.init_state(str(cfg.video))
     try:
         check_frame_size(state["video_width"], state["video_height"], cfg.video)
-        for prompt in cfg.prompts:
+        many = cfg.progress and len(cfg.prompts) >= 4  # each prompt runs the decoder: show progress on many
+        for prompt in tqdm(cfg.prompts, desc="prompts", unit="prompt", disable=not many):
             apply_prompt(predictor, state, prompt)
         fps = video_fps(cfg.video)
         produced, seconds = _run_in_place(cfg, predictor, state, fps)
@@ -232,13 +251,18 @@ def _run_in_place(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: 
 
 
 def _run_staged(cfg: TrackConfig, predictor: Any, state: dict[str, Any], fps: float) -> tuple[int, float]:
-    """Propagate and write into temporary folders beside the outputs, then move the results into place."""
+    """Propagate and write into temporary folders beside the outputs, then move the results into place.
+    Hidden folders that killed runs left there are removed first (``sam2rt.staging``)."""
+    from sam2rt.staging import clean_stale, temp_prefix
+
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cfg.out.parent, prefix=".sam2rt-track-")))
+        clean_stale(cfg.out.parent)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cfg.out.parent, prefix=temp_prefix("track"))))
         mask_tmp = tmp
         if cfg.masks_dir is not None:  # beside the final folder, so moving it in is a rename
+            clean_stale(cfg.masks_dir.parent)
             mask_tmp = Path(stack.enter_context(
-                tempfile.TemporaryDirectory(dir=cfg.masks_dir.parent, prefix=".sam2rt-masks-")))
+                tempfile.TemporaryDirectory(dir=cfg.masks_dir.parent, prefix=temp_prefix("masks"))))
         mask_root = mask_tmp / "masks"
         start = min(p.frame for p in cfg.prompts)
         produced, seconds = propagate(predictor, state, start, mask_root, cfg.progress)
@@ -260,6 +284,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     cfg = TrackConfig(model=args.model, video=args.video, prompts=tuple(prompts), out=args.out,
                       masks_dir=args.masks_dir, backend=args.backend, threads=args.threads)
     print_summary(track_video(cfg))
+    say_random_weights(args.model)  # after the work, so that an error stays the only line
     return 0
 
 
@@ -284,14 +309,15 @@ mask paths relative to the JSON file; PNG non-zero = object):
 
 examples:
   sam2rt track --model models/tiny --video clip.mp4 --point 420,260 --out overlay.mp4
-  sam2rt track --model models/tiny --video frames/ --prompts prompts.json --out overlay.mp4 --masks-dir masks
+  sam2rt track --model models/tiny --video frames/ --prompts prompts.json --out overlay.mp4 --masks-dir out_masks
 """
 
 
 def add_track(sub: argparse._SubParsersAction) -> None:
     """Register ``sam2rt track``."""
     p = sub.add_parser("track", help="track objects through a video from clicks, boxes or masks",
-                       description="Track objects through a video on ONNX Runtime and write an overlay video.",
+                       description="Track objects through a video (ONNX Runtime on the CPU or GPU, or TensorRT engines: "
+                                   "--backend) and write an overlay video.",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="exported model folder (sam2rt export)")
     p.add_argument("--video", type=Path, required=True, help="video file or folder of JPEG frames")

@@ -9,6 +9,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from sam2rt.cli.random_weights import say_random_weights
 from sam2rt.errors import Sam2rtError
 
 # Default minimum mean IoU per precision: exact parity for FP32, the accuracy bars for FP16 / INT8.
@@ -44,6 +45,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for step, frame, obj, iou in report.rows:
         print(f"{step:<14} {frame:>5} {obj:>6} {iou:>9.6f}")
     print(report.summary() + f" (hole filling {'on' if reference.fill_hole_area else 'off: not available to the official predictor here'})")
+    say_random_weights(manifest)  # after the work, so that an error stays the only line
     if report.mean_iou < threshold:
         print(f"FAILED ({manifest.precision}): mean IoU {report.mean_iou:.6f} < {threshold}")
         return 1

@@ -14,6 +14,7 @@ else is the official class running unmodified (``set_image``, ``_prep_prompts``,
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import types
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sam2rt import contract as C
+from sam2rt.manifest import sha256_file
 from sam2rt.runtime.image_predictor import ImagePredictor
 from sam2rt.runtime.image_transforms import preprocess_image
 
@@ -121,6 +123,10 @@ def stable_model(model, exported_tiny_256, tmp_path_factory) -> tuple[torch.nn.M
             (out / f.name).symlink_to(f)
     args = _example_inputs(SIZE, C.BankConfig())["mask_decoder"]
     export_graph(MaskDecoderGraph(stable), C.MASK_DECODER, args, out / C.MASK_DECODER.filename)
+    manifest = json.loads((exported_tiny_256 / C.MANIFEST_NAME).read_text())  # the new decoder's hash, as an
+    manifest["graphs"]["mask_decoder"]["sha256"] = sha256_file(out / C.MASK_DECODER.filename)  # export records
+    (out / C.MANIFEST_NAME).unlink()
+    (out / C.MANIFEST_NAME).write_text(json.dumps(manifest))
     return stable, out
 
 
