@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from sam2rt.benchmarks.report import (NOISE_LIMIT, machine_info, model_summary, peak_rss_mb, repeated, rss_mb,
-                                      summarize)
+from sam2rt.benchmarks.report import (NOISE_LIMIT, load_warning, machine_info, model_summary, peak_rss_mb,
+                                      repeated, rss_mb, summarize, threads_text)
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import load_manifest
 from sam2rt.runtime.frames import open_frames
@@ -318,6 +318,10 @@ def soak(cfg: BenchConfig, clip: list[np.ndarray], clicks: Sequence[Click]) -> d
 # --------------------------------------------------------------------------- whole run
 
 
+def _load_text(load: Sequence[float] | None) -> str:
+    return "unknown" if not load else " / ".join(f"{v:.2f}" for v in load) + " (1 / 5 / 15 min)"
+
+
 def device_info(predictor: VideoPredictor) -> dict[str, Any]:
     """Where the graphs run: ONNX Runtime's providers, or TensorRT; on a GPU also its device memory in use.
 
@@ -350,6 +354,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     load_s = time.perf_counter() - start
     log(f"bench: {manifest.model_name} @{manifest.image_size}, {cfg.frames} frames {width}x{height}, "
         f"{cfg.objects} objects, {cfg.repeats} repeats")
+    log(f"bench: {machine['cpu']}, {machine['usable_cores']} usable cores, {threads_text(cfg.threads, machine['physical_cores'])}, "
+        f"load average {_load_text(machine['loadavg_start'])}")
+    if load_warning(machine):
+        log(load_warning(machine))
     warm_up(predictor, clip[:2], clicks)
     components, e2e = measure_predictor(cfg, predictor, clip, clicks)
     e2e["load_s"] = load_s
@@ -374,6 +382,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
 
         official = compare_official(cfg, manifest, clicks, log)
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    log(f"bench: load average at the end {_load_text(machine['loadavg_end'])}")
     noisy = [f"fps with {r['objects']} objects" for r in e2e["by_objects"] if r["fps"]["noisy"]]
     noisy += [k for k in ("first_frame_ms", "add_prompt_ms") if e2e[k]["noisy"]]
     if noisy:

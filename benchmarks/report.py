@@ -70,8 +70,47 @@ def machine_info() -> dict[str, Any]:
             pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"platform": platform.platform(), "cpu": _cpu_model(), "logical_cores": os.cpu_count(),
-            "usable_cores": usable, "python": sys.version.split()[0], "versions": versions,
+            "usable_cores": usable, "physical_cores": physical_cores(), "python": sys.version.split()[0], "versions": versions,
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def load_warning(machine: dict[str, Any]) -> str | None:
+    """A warning when the 1-minute load average (at the start or the end of the run) exceeds the usable cores:
+    other processes then share the cores with the run, and absolute times are inflated and noisy."""
+    loads = [load[0] for load in (machine.get("loadavg_start"), machine.get("loadavg_end")) if load]
+    cores = machine.get("usable_cores") or machine.get("logical_cores") or 0
+    if not loads or not cores or max(loads) <= cores:
+        return None
+    return (f"WARNING: load average {max(loads):.1f} is above the {cores} usable cores: other processes share "
+            "the CPU with this run, so absolute times are inflated and noisy; compare only numbers measured "
+            "side by side in this run (e.g. the speedup vs the official predictor), and re-run on an idle machine")
+
+
+def physical_cores() -> int | None:
+    """Physical cores among the CPUs this process may use (distinct physical id / core id in /proc/cpuinfo)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cores, cpu, package = set(), None, "0"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    package = value
+                elif key == "core id" and (usable is None or cpu in usable):
+                    cores.add((package, value))
+    except (OSError, ValueError):
+        return None
+    return len(cores) or None
+
+
+def threads_text(threads: int, cores: int | None = None) -> str:
+    """The intra-op thread setting as the user reads it; ``cores``: physical cores (ONNX Runtime's default)."""
+    if threads:
+        return f"{threads} intra-op threads"
+    count = f": {cores} here" if cores else ""
+    return f"ONNX Runtime's default intra-op threads (one per physical core{count})"
 
 
 def rss_mb() -> float:
@@ -163,10 +202,11 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
 
 def _headline(result: dict[str, Any]) -> str:
     m, c, machine = result["model"], result["config"], result["machine"]
-    load = machine.get("loadavg_start")
-    load_text = f", load avg {load[0]:.1f}" if load else ""
+    loads = [f"{load[0]:.1f}" for load in (machine.get("loadavg_start"), machine.get("loadavg_end")) if load]
+    load_text = f", load avg {' -> '.join(loads)}" if loads else ""
     return (f"{m['name']} @{m['image_size']} {m['precision']}, {c['backend']} on {result['device']['name']} "
-            f"({machine['cpu']}, {machine['usable_cores']} cores{load_text})")
+            f"({machine['cpu']}, {machine['usable_cores']} cores{load_text}; "
+            f"{threads_text(c['threads'], machine.get('physical_cores'))})")
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
@@ -198,6 +238,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines += ["", _memory_text(result["memory"])]
     if result.get("official"):
         lines += ["", _official_text(result["official"])]
+    warning = load_warning(result["machine"])
+    if warning:
+        lines += ["", warning]
     if result.get("noisy"):
         which = ", ".join(result.get("noisy_metrics", [])) or "some metrics"
         lines += ["", (f"WARNING: repeats of {which} differ by more than {NOISE_LIMIT:.0%} (max-min)/median; "
@@ -221,10 +264,14 @@ def _official_text(o: dict[str, Any]) -> str:
     speed = (f"speedup {o['speedup_vs_official']:.2f}x (propagation only {o['propagate_speedup_vs_official']:.2f}x)"
              if o["speedup_vs_official"] else "speedup not quoted: the results differ (see IoU)")
     states = f" ({o['official_states']})" if o.get("official_states", "one") != "one" else ""
+    cpu = (f"\n  process CPU time s/frame official {o['official_cpu_s_per_frame']:.3f}, sam2rt "
+           f"{o['ours_cpu_s_per_frame']:.3f}; ratio {o['cpu_speedup_vs_official']:.2f}x (less distorted by other load)"
+           if o.get("cpu_speedup_vs_official") else "")
     return (f"official SAM2VideoPredictor, same {o['frames']} JPEG frames, {o['objects']} objects{states}, "
-            f"{o['device']}, hole filling {'on' if o['fill_hole_area'] else 'off'} in both:\n"
+            f"{o['device']}, torch threads {o.get('torch_threads', '?')}, hole filling "
+            f"{'on' if o['fill_hole_area'] else 'off'} in both:\n"
             f"  s/frame (init + prompts + propagation) official {o['official_s_per_frame']:.3f}, "
-            f"sam2rt {o['ours_s_per_frame']:.3f}; {speed}\n"
+            f"sam2rt {o['ours_s_per_frame']:.3f}; {speed}{cpu}\n"
             f"  IoU vs official: {iou['masks']} frame-object masks, mean {iou['mean']:.6f}, min {iou['min']:.6f}, "
             f"max |logit diff| {iou['max_logit_diff']:.2e} -> {'match' if iou['results_match'] else 'MISMATCH'}"
             + (f"; where both find the object mean {_maybe(iou['mean_both_present'])}, presence disagreements "

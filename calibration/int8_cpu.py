@@ -40,13 +40,14 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from sam2rt import contract as C
+from sam2rt.calibration.ort_optimize import quantize_activation_matmuls
 from sam2rt.calibration.variant import check_out_dir, load_fp32_source, write_variant
 from sam2rt.errors import Sam2rtError
 from sam2rt.manifest import Manifest
 
 PRECISION = "int8-cpu"
 DEFAULT_GRAPHS = ("image_encoder", "memory_attention", "memory_encoder")
-DEFAULT_ATTENTION_GRAPHS = ("memory_attention",)
+DEFAULT_ATTENTION_GRAPHS = ("image_encoder", "memory_attention")
 WEIGHT_OPS = ("MatMul", "Gemm")
 INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                "QLinearMatMul", "ConvInteger")
@@ -63,6 +64,8 @@ class CpuInt8Config:
     per_channel: one weight scale per output channel (else per tensor).
     reduce_range: 7-bit weights, for CPUs without VNNI whose u8*s8 path can saturate (AVX2 only).
     exclude: node names kept in float (exact ONNX names, e.g. "/MatMul_2").
+    attention_u8s8: attention products as uint8 x int8 (the right operand symmetric), which MLAS runs on its
+        VNNI kernels, instead of quantize_dynamic's uint8 x uint8 (``calibration.ort_optimize``).
     """
 
     graphs: tuple[str, ...] = DEFAULT_GRAPHS
@@ -70,6 +73,7 @@ class CpuInt8Config:
     per_channel: bool = True
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
+    attention_u8s8: bool = True
 
     def check(self) -> None:
         """Raise Sam2rtError for graph names that do not exist, saying which do."""
@@ -181,11 +185,14 @@ def quantize_graph_cpu(fp32_path: Path, name: str, config: CpuInt8Config) -> tup
             weights = {i.name for i in model.graph.initializer}
             weight_mm = [n.name for n in model.graph.node if n.op_type in WEIGHT_OPS and n.input[1] in weights]
             act_mm = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+            u8s8 = attention and config.attention_u8s8
+            if u8s8:  # before quantize_dynamic, which then sees only the weight MatMuls
+                act_mm = quantize_activation_matmuls(model, config.exclude)
             onnx.save(model, str(prepared))
             quantize_dynamic(str(prepared), str(out), op_types_to_quantize=list(WEIGHT_OPS),
                              per_channel=config.per_channel, reduce_range=config.reduce_range,
                              weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
-                             extra_options={"MatMulConstBOnly": not attention})
+                             extra_options={"MatMulConstBOnly": not attention or u8s8})
             quantized = onnx.load(str(out))
     finally:
         for lg, level in zip(loggers, levels):
@@ -198,6 +205,8 @@ def quantize_graph_cpu(fp32_path: Path, name: str, config: CpuInt8Config) -> tup
                "weight_matmuls": len([n for n in weight_mm if n not in excluded]),
                "attention_matmuls": len([n for n in act_mm if n not in excluded]) if attention else 0,
                "scales_moved_before_matmul": moved,
+               "attention_operands": ("uint8 x int8 (VNNI)" if attention and config.attention_u8s8
+                                      else "uint8 x uint8" if attention else None),
                "integer_ops": {op: ops[op] for op in INTEGER_OPS if ops[op]}, "excluded_nodes": sorted(excluded)}
     return quantized, details
 
@@ -234,6 +243,10 @@ def convert_int8_cpu(model_dir: str | Path, out: str | Path, config: CpuInt8Conf
     source = load_fp32_source(model_dir, "int8-cpu conversion")
     check_cpu_source(source)
     check_out_dir(source, out)
+    if source.raw.get("exporter", {}).get("attention", "cpu") != "cpu":
+        log("int8-cpu: note: this export has memory attention in the TensorRT-fusable form (V projected before the "
+            "weighted sum, 4x the multiply-adds of the largest product); for ONNX Runtime CPU export with "
+            "`sam2rt export --attention cpu` and convert that")
     graphs: dict[str, onnx.ModelProto] = {}
     details: dict[str, Any] = {}
     for spec in C.GRAPHS:

@@ -45,6 +45,22 @@ def resolve_providers(providers: str | Sequence[str] | None = None) -> list[str]
     return resolved
 
 
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """The runtime's ONNX Runtime session options (also used by ``benchmarks.graph_profile``).
+
+    threads: intra-op threads; 0 lets ONNX Runtime choose (one per physical core it detects).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    # Four sessions run one after another: idle worker threads must sleep rather than spin, or they
+    # steal the cores from the session that is running (measured with `sam2rt bench`).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # FP16 graphs make ONNX Runtime warn about every fp16 node it cannot constant-fold on the CPU
+    options.log_severity_level = 3  # errors only
+    return options
+
+
 class OrtRunner(GraphRunner):
     """ONNX Runtime runner with IO binding: outputs given in ``out`` are written in place.
 
@@ -76,16 +92,8 @@ class OrtRunner(GraphRunner):
         hint = "re-export the model with `sam2rt export --model <name> --out <dir>`"
         if not self.path.is_file():
             raise Sam2rtError(f"{self.path} does not exist; {hint}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        # Four sessions run one after another: idle worker threads must sleep rather than spin, or they
-        # steal the cores from the session that is running (measured with `sam2rt bench`).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # FP16 graphs make ONNX Runtime warn about every fp16 node it cannot constant-fold on the CPU
-        options.log_severity_level = 3  # errors only
         try:
-            return ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers,
+            return ort.InferenceSession(str(self.path), sess_options=session_options(threads), providers=self.providers,
                                         provider_options=self.provider_options)
         except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

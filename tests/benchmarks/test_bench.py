@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from sam2rt.benchmarks.bench import COMPONENTS, BenchConfig, grid_clicks, timed_calls
-from sam2rt.benchmarks.report import repeated, summarize
+from sam2rt.benchmarks.report import load_warning, physical_cores, repeated, summarize, threads_text
 from sam2rt.cli import main
 from sam2rt.errors import Sam2rtError
 
@@ -65,6 +66,17 @@ def test_statistics() -> None:
         summarize([])
 
 
+def test_load_above_the_core_count_is_warned_about() -> None:
+    busy = {"usable_cores": 2, "loadavg_start": [1.5, 1.0, 1.0], "loadavg_end": [6.2, 3.0, 2.0]}
+    warning = load_warning(busy)
+    assert warning is not None and "6.2" in warning and "2 usable cores" in warning
+    assert load_warning({**busy, "loadavg_end": [1.9, 1.0, 1.0]}) is None  # at or under the cores: quiet
+    assert load_warning({"usable_cores": 2, "loadavg_start": None, "loadavg_end": None}) is None  # unknown
+    assert threads_text(0).startswith("ONNX Runtime's default") and threads_text(2) == "2 intra-op threads"
+    assert threads_text(0, 2).endswith("(one per physical core: 2 here)")
+    assert physical_cores() is None or 1 <= physical_cores() <= os.cpu_count()
+
+
 def test_config_needs_a_steady_state_frame() -> None:
     with pytest.raises(Sam2rtError, match="--frames 8 or more"):
         BenchConfig(model=Path("m"), video=Path("v"), frames=7, warmup=7).check()
@@ -93,12 +105,14 @@ def test_bench_end_to_end(exported_tiny_256: Path, shared_data: Path, tmp_path: 
                "--compare-official", "--seed", "0", "--soak", "20", "--json", str(out_json), "--plot", str(out_png)])
     printed = capsys.readouterr().out
     assert rc == 0
-    for text in ("image_encoder", "frame (wall)", "first frame", "soak", "speedup", "IoU vs official"):
+    for text in ("image_encoder", "frame (wall)", "first frame", "soak", "speedup", "IoU vs official",
+                 "intra-op threads", "load avg"):
         assert text in printed
 
     result = json.loads(out_json.read_text())
     assert result["config"]["frames"] == frames and result["config"]["seed"] == 0
     assert result["machine"]["cpu"] and result["machine"]["usable_cores"] >= 1
+    assert len(result["machine"]["loadavg_start"]) == len(result["machine"]["loadavg_end"]) == 3
     assert {"numpy", "onnxruntime", "torch"} <= set(result["machine"]["versions"])
     assert result["device"]["name"] == "cpu"
     assert result["model"] == {**result["model"], "name": "sam2.1_hiera_tiny", "image_size": 256, "precision": "fp32"}
@@ -130,6 +144,7 @@ def test_bench_end_to_end(exported_tiny_256: Path, shared_data: Path, tmp_path: 
     assert official["frames"] == frames and official["objects"] == 2 and official["device"] == "cpu"
     assert official["official_s_per_frame"] > 0 and official["ours_s_per_frame"] > 0
     assert official["speedup_vs_official"] > 0 and official["propagate_speedup_vs_official"] > 0
+    assert official["cpu_speedup_vs_official"] > 0 and len(official["ours_runs_cpu_s"]) == 1
     iou = official["iou"]
     assert iou["masks"] == 1 + 2 + frames * 2  # click 1 (one object), click 2 (two), propagation
     assert iou["results_match"] and iou["mean"] >= 0.99 and 0 <= iou["min"] <= 1

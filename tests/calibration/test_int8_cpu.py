@@ -44,15 +44,24 @@ def test_graph_choices_and_contract(int8cpu_dir: Path, exported_tiny_256: Path) 
     graphs = m.raw["conversion"]["graphs"]
     for name in ("image_encoder", "memory_attention", "memory_encoder"):
         ops = _ops(m.graph_path(name))
-        # dynamic quantization for ORT's CPU kernels: integer MatMuls, no TensorRT-style Q/DQ pairs
-        assert ops["MatMulInteger"] == graphs[name]["weight_matmuls"] + graphs[name]["attention_matmuls"] > 0, name
-        assert ops["DynamicQuantizeLinear"] > 0 and not ops["QuantizeLinear"] and not ops["DequantizeLinear"], name
+        # dynamic quantization for ORT's CPU kernels: integer MatMuls, no TensorRT-style Q/DQ pairs; weights by
+        # quantize_dynamic (MatMulInteger), attention products as uint8 x int8 (MatMulIntegerToFloat, VNNI)
+        assert ops["MatMulInteger"] == graphs[name]["weight_matmuls"] > 0, name
+        assert ops["MatMulIntegerToFloat"] == ops["QuantizeLinear"] == graphs[name]["attention_matmuls"], name
+        assert ops["DynamicQuantizeLinear"] > 0 and not ops["DequantizeLinear"] and not ops["MatMul"], name
         assert ops["Conv"] == _ops(exported_tiny_256 / f"{name}.onnx")["Conv"], name  # ConvInteger measured slower
         assert not ops["ConvInteger"], name
-    # attention products quantized in memory attention only, with their scale moved onto the queries
+    # attention products quantized in the image encoder and memory attention (the memory encoder has none),
+    # memory attention's with their scale moved onto the queries
     attention = graphs["memory_attention"]
-    assert attention["attention_matmuls"] > 0 and attention["scales_moved_before_matmul"] > 0
-    assert graphs["image_encoder"]["attention_matmuls"] == 0 and _ops(m.graph_path("image_encoder"))["MatMul"] > 0
+    assert attention["attention_matmuls"] > 0
+    # the 1/sqrt(d) scale is on the queries (the export puts it there; scale_before_matmul moves it otherwise):
+    # no scalar Div/Mul reads an integer attention product
+    model = onnx.load(str(m.graph_path("memory_attention")))
+    products = {n.output[0] for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"}
+    assert not [n.name for n in model.graph.node if n.op_type in ("Div", "Mul") and n.input[0] in products]
+    assert attention["attention_operands"] == graphs["image_encoder"]["attention_operands"] == "uint8 x int8 (VNNI)"
+    assert graphs["image_encoder"]["attention_matmuls"] > 0 and graphs["memory_encoder"]["attention_matmuls"] == 0
     # the mask decoder stays FP32, byte for byte
     assert graphs["mask_decoder"] == {"quantized": False, "precision": "fp32"}
     assert sha256_file(m.graph_path("mask_decoder")) == sha256_file(exported_tiny_256 / "mask_decoder.onnx")
