@@ -49,7 +49,7 @@ demo: install
 	$(BIN)/python -m sam2rt.demo --out $(DEMO_OUT)
 
 clean:
-	rm -rf $(VENV) $(EDGETAM_VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(EDGETAM_VENV) $(SAMURAI_VENV) $(DEMO_OUT) .pytest_cache
 
 # SAMURAI's reference (issue 22): its sdist installs SAMURAI's fork of sam2 into the `sam2` import name, so it
 # gets its own venv and never touches sam2==1.1.0 in .venv. Same CPU torch; --no-deps keeps pip from

@@ -1,7 +1,8 @@
 """ImagePredictor (ONNX Runtime) against the official SAM2ImagePredictor (PyTorch): same seeded weights, same images.
 
 The official class cannot be imported here as is: ``sam2.utils.transforms`` imports torchvision (no CPU build
-on these machines) for three transforms only. While importing it, this test puts stand-ins for them in
+on these machines) for three transforms only. While importing it, this test puts the stand-ins of
+``sam2rt.benchmarks.official_everything`` (shared with the automatic-mask-generator tests) in
 ``sys.modules`` that do what torchvision does on tensors (torchvision.transforms.functional.resize ->
 _functional_tensor.resize): ``ToTensor`` (HWC uint8 -> CHW float32 / 255), ``Resize((S, S))`` (identity when
 the size already matches, else ``F.interpolate(bilinear, align_corners=False, antialias=True)``, the default
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from sam2rt import contract as C
+from sam2rt.benchmarks.official_everything import Normalize, Resize, ToTensor
 from sam2rt.manifest import sha256_file
 from sam2rt.runtime.image_predictor import ImagePredictor
 from sam2rt.runtime.image_transforms import preprocess_image
@@ -38,31 +39,6 @@ MASK_IOU_MIN, SCORE_TOL = 0.999, 1e-4
 
 
 # ---- the official predictor ------------------------------------------------------------------------------
-class _ToTensor:
-    def __call__(self, pic: np.ndarray) -> torch.Tensor:
-        img = torch.from_numpy(pic.transpose((2, 0, 1))).contiguous()
-        return img.to(dtype=torch.float32).div(255) if img.dtype == torch.uint8 else img
-
-
-class _Resize(torch.nn.Module):
-    def __init__(self, size: tuple[int, int]) -> None:
-        super().__init__()
-        self.size = [int(size[0]), int(size[1])]
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if [img.shape[-2], img.shape[-1]] == self.size:
-            return img
-        return F.interpolate(img[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-class _Normalize(torch.nn.Module):
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
-
-    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.clone().sub_(self.mean).div_(self.std)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +46,7 @@ def official_cls() -> type:
     pytest.importorskip("sam2")
     fake = types.ModuleType("torchvision")
     fake.transforms = types.ModuleType("torchvision.transforms")
-    fake.transforms.ToTensor, fake.transforms.Resize, fake.transforms.Normalize = _ToTensor, _Resize, _Normalize
+    fake.transforms.ToTensor, fake.transforms.Resize, fake.transforms.Normalize = ToTensor, Resize, Normalize
     added = {"torchvision": fake, "torchvision.transforms": fake.transforms}
     assert not set(added) & set(sys.modules), "a real torchvision is installed: use the official class directly"
     sys.modules.update(added)
