@@ -32,3 +32,27 @@ def test_cpu_form_equals_fused_form_and_is_reported(exported_tiny_256: Path, tmp
              **bank_feeds(10, 19, 5, 256)}
     outs = [OrtRunner(C.MEMORY_ATTENTION, 256, p, threads=1).run(feeds)["conditioned_feat"] for p in (path, fused)]
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["cpu", "fused"])
+def test_export_warnings_name_the_cpu_form_once(form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """After export/convert/calibrate: a cpu-form model's attention findings are one note (what the form is),
+    its other findings and every finding of a fused-form model stay warnings."""
+    import json
+
+    import sam2rt.engines.lint as lint
+    from sam2rt.cli.lint import lint_warnings
+    from sam2rt.engines.lint import Violation
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"exporter": {"attention": form}}))
+    found = [Violation("memory_attention", f"/Softmax_{i}", "Softmax", "attention-form", "head sizes differ")
+             for i in range(2)] + [Violation("image_encoder", "/If", "If", "op", "If is not supported")]
+    monkeypatch.setattr(lint, "lint_model_dir", lambda _: found)
+    count = lint_warnings(tmp_path)
+    err = capsys.readouterr().err
+    if form == "cpu":
+        assert count == 1 and err.count("[attention-form]") == 0 and "2 attention block(s)" in err
+        assert "--attention fused" in err and "/If" in err
+    else:
+        assert count == 3 and err.count("attention-form") == 2 and "note:" not in err
