@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fake_gpu import FakeCudart, FakeGraphs, fake_engines, install, trt_engines
+from fake_gpu import FakeCudart, FakeGraphs, fake_engines, trt_engines
 from sam2rt.errors import Sam2rtError
 
 
@@ -25,20 +25,6 @@ def _frames(n: int, H: int = 96, W: int = 128) -> list[np.ndarray]:
         f[y:y + 30, x:x + 30] = (230, 200, 40)
         out.append(f.astype(np.uint8))
     return out
-
-
-@pytest.fixture()
-def fake_gpu(monkeypatch) -> FakeCudart:
-    cudart = FakeCudart()
-    install(monkeypatch, cudart)
-    return cudart
-
-
-@pytest.fixture(scope="module")
-def engine(exported_tiny_256: Path):
-    from sam2rt.runtime.engine import Engine
-
-    return Engine(exported_tiny_256, threads=1)
 
 
 def _pair(engine, cudart: FakeCudart, rounder: bool = True):

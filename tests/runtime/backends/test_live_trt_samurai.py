@@ -7,12 +7,10 @@ candidates, the upload of the choice and the per-object moves out of the newest 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from fake_gpu import FakeCudart, FakeGraphs, _array, fake_engines, install, trt_engines
+from fake_gpu import FakeCudart, FakeGraphs, _array, fake_engines, trt_engines
 from test_live_trt import _act, _frames
 
 # test_live_trt's scenario, shorter: object count 1 -> 2 -> 3 -> 2 -> 1, corrections by clicks and by a mask
@@ -20,20 +18,6 @@ SCRIPT = {0: ("add", 1, [40, 35]), 20: ("add", 2, [100, 70]), 40: ("correct", 1,
           60: ("add", 3, [20, 80]), 80: ("remove", 2, None), 100: ("mask", 3, None),
           115: ("correct", 3, [25, 75]), 120: ("remove", 1, None)}
 FRAMES = 140
-
-
-@pytest.fixture()
-def fake_gpu(monkeypatch) -> FakeCudart:
-    cudart = FakeCudart()
-    install(monkeypatch, cudart)
-    return cudart
-
-
-@pytest.fixture(scope="module")
-def engine(exported_tiny_256: Path):
-    from sam2rt.runtime.engine import Engine
-
-    return Engine(exported_tiny_256, threads=1)
 
 
 def _trackers(engine, cudart: FakeCudart, memory: str, memory_iou: float = 0.5):
