@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from samurai_harness import FRAMES, SIZE, run_reference  # noqa: E402
+from samurai_harness import FORCING, FRAMES, SIZE, run_reference  # noqa: E402
 
-IOU_SCALE, IOU_OFFSET = 1500.0, 0.2
-# measured per size by measure_forcing.py (its docstring)
-WX = {256: [0.1182, 0.0953, -0.0351, 0.1309], 512: [0.1206, 0.0976, -0.0383, 0.1313]}
-SCORE_SHIFT = {256: -1.5, 512: 7.5}
 CLIPS = {"bedroom": "videos/bedroom.mp4", "dog": "videos/dog.mp4"}
 
 
@@ -26,7 +22,9 @@ def samurai_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
     The object score swings around 0 and -1 from frame to frame (presence under SAM 2's and SAMURAI's
     thresholds, memory admission), and the IoU head is scaled so the three candidates' predicted IoUs
-    spread over (0, 1) and disagree (the choice and the IoU thresholds matter).
+    spread over (0, 1) and disagree (the choice and the IoU thresholds matter). Random-weight masks are
+    speckled over the whole image (every box is the full frame), so at 512 px one candidate is made empty
+    (its hypernetwork output zero): the filter's box IoU then differs between candidates.
     """
     torch = pytest.importorskip("torch")
     pytest.importorskip("sam2")
@@ -37,15 +35,20 @@ def samurai_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     model, _ = build_model("sam2.1_hiera_tiny", SIZE, random_seed=0)
     score = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
     iou = model.sam_mask_decoder.iou_prediction_head.layers[-1]
+    force = FORCING[SIZE]
     with torch.no_grad():  # random-weight scores sit near 0.16 with ~0.01 spread (tests/conftest.py)
         score.weight.mul_(1000.0)
         score.bias.mul_(1000.0).sub_(160.0)
-        # measured while tracking (bedroom, memory-conditioned): the IoU head's w.x per candidate sits at
-        # WX[SIZE] with ~0.001 spread, and a tracked object's score 1.5 + SCORE_SHIFT[SIZE] with ~0.5 spread;
+        # measured while tracking (bedroom, memory-conditioned): the IoU head's w.x per candidate sits near
+        # force["wx"] with ~0.001 spread, and a tracked object's score near -score_shift with ~0.5 spread;
         # scaled and centred, the predicted IoUs spread over (0, 1) and the score crosses -1 and 0
-        iou.weight.mul_(IOU_SCALE)
-        iou.bias.copy_(-IOU_SCALE * torch.tensor(WX[SIZE]) + IOU_OFFSET)
-        score.bias.add_(SCORE_SHIFT[SIZE])
+        iou.weight.mul_(force["iou_scale"])
+        iou.bias.copy_(-force["iou_scale"] * torch.tensor(force["wx"]) + force["iou_offset"])
+        score.bias.add_(force["score_shift"])
+        for token in force["empty_tokens"]:
+            hyper = model.sam_mask_decoder.output_hypernetworks_mlps[token].layers[-1]
+            hyper.weight.zero_()
+            hyper.bias.zero_()
     ckpt = write_official_checkpoint(model, tmp / "samurai.pt")
     export_model(ExportConfig(model="sam2.1_hiera_tiny", out=tmp / "model", image_size=SIZE, checkpoint=ckpt,
                               verify=False))

@@ -26,6 +26,14 @@ FRAMES = int(os.environ.get("SAMURAI_TEST_FRAMES", "16"))
 # stable streak (a parameter of both); the acceptance run keeps the published 15
 STABLE = int(os.environ.get("SAMURAI_TEST_STABLE", "5"))
 
+# per size (measure_forcing.py, its docstring): the IoU head's scale, the centres of its w.x per token and the
+# offset; the object score's shift; the multimask tokens whose mask is zeroed (an empty candidate: its box is
+# (0, 0, 0, 0), far from the filter's, so the filter-weighted choice passes it over when its IoU leads by little)
+FORCING = {256: {"iou_scale": 1500.0, "wx": [0.1182, 0.0953, -0.0351, 0.1309], "iou_offset": 0.2,
+                 "score_shift": -1.5, "empty_tokens": ()},
+           512: {"iou_scale": 500.0, "wx": [0.1206, 0.0960, -0.0405, 0.1198], "iou_offset": 0.4,
+                 "score_shift": 7.5, "empty_tokens": (3,)}}
+
 
 def samurai_config():
     """The SamuraiConfig both sides run with (the tiny model's published one, STABLE frames)."""

@@ -3,7 +3,8 @@
 Every frame: mask IoU >= 0.999 at video resolution, and the same memory frames read by attention (the
 conditioning frames and the remembered ones). Objects are independent, so several objects tracked together
 equal the reference run once per object. The model is forced so the branches matter (conftest.py), and the
-tests check they were taken: candidates chosen with the filter, frames left out of the memory, absences.
+tests check they were taken: candidates chosen with the filter (at 512 px: a different one than the highest
+predicted IoU), frames the memory rules rejected, absences. Each test prints what it exercised (``-s``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samurai_harness import FRAMES, mask_iou, samurai_config  # noqa: E402  (tests/samurai is on sys.path)
+from samurai_harness import FORCING, FRAMES, SIZE, mask_iou, samurai_config  # noqa: E402  (tests/samurai is on sys.path)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -44,23 +45,61 @@ def _record_fill(monkeypatch) -> dict[tuple[int, int], list[int]]:
     return reads
 
 
-def _compare(ours: dict[int, np.ndarray], our_memory: dict[int, list[int]], ref: dict, first: int = 0) -> dict:
-    """Per-frame checks; returns counters of what the run exercised."""
-    worst = min(mask_iou(ours[f], ref["masks"][f]) for f in range(first, FRAMES))
-    assert worst >= 0.999, f"mask IoU {worst:.5f} below 0.999"
+def _record_choices(monkeypatch) -> dict[str, int]:
+    """Counters of SAMURAI's decisions on our side: "weighted" (the filter's box IoU took part in the
+    choice), "differs" (and the pick is not the highest predicted IoU), "absent" (object score at or below
+    ``min_obj_score``); over every object and frame decided."""
+    from sam2rt.runtime.memory_policy import SamuraiMemory
+
+    seen = {"weighted": 0, "differs": 0, "absent": 0}
+    multimask, choose = SamuraiMemory._multimask, SamuraiMemory.choose
+
+    def recording_multimask(self, track, cand, ious):
+        k, kf_score = multimask(self, track, cand, ious)
+        if kf_score is not None:
+            seen["weighted"] += 1
+            seen["differs"] += int(k != int(np.argmax(ious)))
+        return k, kf_score
+
+    def recording_choose(self, track, masks, ious, ptrs, score, *args):
+        seen["absent"] += int(np.float32(score) <= np.float32(self.cfg.min_obj_score))
+        return choose(self, track, masks, ious, ptrs, score, *args)
+
+    monkeypatch.setattr(SamuraiMemory, "_multimask", recording_multimask)
+    monkeypatch.setattr(SamuraiMemory, "choose", recording_choose)
+    return seen
+
+
+def _compare(ours: dict[int, np.ndarray], our_memory: dict[int, list[int]], ref: dict, first: int = 0,
+             prompts: tuple[int, ...] = ()) -> dict:
+    """Per-frame checks from frame ``first`` (``prompts``: later prompt frames); returns what was compared and
+    exercised: IoUs, frames left out of the default window, frames the memory rules rejected (t not read
+    on t + 2, where a remembered t is the newest remembered frame), empty reference masks."""
+    ious = [mask_iou(ours[f], ref["masks"][f]) for f in range(first, FRAMES)]
+    assert min(ious) >= 0.999, f"mask IoU {min(ious):.5f} below 0.999"
     for f in range(first + 1, FRAMES):
         want = [int(x) for x in ref["memory"][f] if x >= 0]
         assert our_memory[f] == want, f"frame {f}: memory frames {our_memory[f]}, reference {want}"
     default = {f: sorted({first} | set(range(max(first, f - 6), f))) for f in range(first + 1, FRAMES)}
-    return {"left_out": sum(our_memory[f] != default[f] for f in default),
-            "absent": sum(not ref["masks"][f].any() for f in range(first, FRAMES)),
+    return {"frames": FRAMES - first, "min_iou": min(ious), "mean_iou": float(np.mean(ious)),
+            "left_out": sum(our_memory[f] != default[f] for f in default),
+            "rejected": sum(t not in our_memory[t + 2] for t in range(first + 2, FRAMES - 2) if t not in prompts),
+            "empty": sum(not ref["masks"][f].any() for f in range(first, FRAMES)),
             "present": sum(ref["masks"][f].any() for f in range(first, FRAMES))}
+
+
+def _report(what: str, runs: list[dict], choices: dict[str, int]) -> None:
+    """One line of what a test compared and exercised (docs/tracker.md quotes it)."""
+    per = "; ".join(f"{r['frames']} frames, IoU min {r['min_iou']:.5f} mean {r['mean_iou']:.5f}, memory frames "
+                    f"equal, rejected {r['rejected']}, empty {r['empty']}" for r in runs)
+    print(f"\n[samurai parity {SIZE} px] {what}: {per}; choices {choices}")
 
 
 def _run_predictor(model_dir: Path, frames: Path, clicks: list, monkeypatch):
     from sam2rt.runtime.predictor import VideoPredictor
 
     reads = _record_fill(monkeypatch)
+    choices = _record_choices(monkeypatch)
     vp = VideoPredictor(model_dir, fill_hole_area=0, progress=False, memory="samurai", samurai=samurai_config())
     state = vp.init_state(str(frames))
     masks: dict[int, dict[int, np.ndarray]] = {k: {} for k in range(len(clicks))}
@@ -74,8 +113,7 @@ def _run_predictor(model_dir: Path, frames: Path, clicks: list, monkeypatch):
             masks[k][f] = logits[k, 0] > 0
     memory = {k: {f: reads[(id(state["output_dict_per_obj"][k]), f)] for f in range(1, FRAMES)}
               for k in range(len(clicks))}
-    kf_frames = sum(o.kf_score is not None for o in state["output_dict_per_obj"][0].non_cond.values())
-    return masks, memory, kf_frames
+    return masks, memory, choices
 
 
 @pytest.mark.parametrize("clip", ["bedroom", "dog"])
@@ -84,15 +122,14 @@ def test_video_predictor_matches_samurai(samurai_model, clips, reference, clip, 
     same batch and matches the reference run on that object alone."""
     model_dir, _ = samurai_model
     clicks = CLICKS[clip] if clip == "dog" else CLICKS[clip][:1]
-    masks, memory, kf_frames = _run_predictor(model_dir, clips[clip], clicks, monkeypatch)
-    seen = {"left_out": 0, "absent": 0, "present": 0}
-    for k, xy in enumerate(clicks):
-        ref = reference(clip, [_prompt(0, xy)])
-        for key, n in _compare(masks[k], memory[k], ref).items():
-            seen[key] += n
-    # the forced model takes SAMURAI's branches: the filter scores candidates once the track is stable
-    assert kf_frames > 0
-    assert seen["left_out"] > 0 and seen["absent"] > 0 and seen["present"] > 0, seen
+    masks, memory, choices = _run_predictor(model_dir, clips[clip], clicks, monkeypatch)
+    runs = [_compare(masks[k], memory[k], reference(clip, [_prompt(0, xy)])) for k, xy in enumerate(clicks)]
+    _report(f"VideoPredictor {clip}, {len(clicks)} object(s)", runs, choices)
+    # the forced model takes SAMURAI's branches: the filter scores candidates once the track is stable (and
+    # picks another than the highest IoU where a candidate's box differs), frames are kept out of the memory
+    assert choices["weighted"] > 0 and (choices["differs"] > 0 or not FORCING[SIZE]["empty_tokens"]), choices
+    assert sum(r["rejected"] for r in runs) > 0 and sum(r["present"] for r in runs) > 0, runs
+    assert choices["absent"] + sum(r["empty"] for r in runs) > 0, (choices, runs)
 
 
 def _record_prepare(monkeypatch, tracker) -> dict[tuple[int, int], list[int]]:
@@ -132,6 +169,7 @@ def test_stream_tracker_matches_samurai_with_prompts_mid_stream(samurai_model, c
     video = open_frames(str(clips[clip]))
     tracker = StreamTracker(model_dir, fill_hole_area=0, memory="samurai", samurai=samurai_config())
     reads = _record_prepare(monkeypatch, tracker)
+    choices = _record_choices(monkeypatch)
     ours: dict[int, dict[int, np.ndarray]] = {1: {}, 2: {}}
     tracker.load_first_frame(video[0])
     _, _, logits = tracker.add_new_prompt(0, 1, points=[a_xy], labels=[1])
@@ -146,5 +184,9 @@ def test_stream_tracker_matches_samurai_with_prompts_mid_stream(samurai_model, c
     ref_a = reference(clip, [_prompt(0, a_xy)])
     ref_b = reference(clip, [_prompt(0, b_xy), _prompt(fix_at - add_at, fix_xy)], start=add_at)
     seen_a = _compare(ours[1], {f: reads[(1, f)] for f in range(1, FRAMES)}, ref_a)
-    seen_b = _compare(ours[2], {f: reads[(2, f)] for f in range(add_at + 1, FRAMES)}, ref_b, first=add_at)
-    assert seen_a["left_out"] + seen_b["left_out"] > 0, (seen_a, seen_b)
+    seen_b = _compare(ours[2], {f: reads[(2, f)] for f in range(add_at + 1, FRAMES)}, ref_b, first=add_at,
+                      prompts=(fix_at,))
+    _report(f"StreamTracker {clip}, object 1 from 0 / object 2 added on {add_at}, corrected on {fix_at}",
+            [seen_a, seen_b], choices)
+    assert seen_a["rejected"] + seen_b["rejected"] > 0, (seen_a, seen_b)
+    assert choices["weighted"] > 0 and (choices["differs"] > 0 or not FORCING[SIZE]["empty_tokens"]), choices
