@@ -21,9 +21,9 @@ import math
 import torch
 from torch import nn
 
-from sam2rt.export.memory_attention import (ATTENTION_FORMS, MASKED_LOGIT, MemoryAttentionGraph, RotatedProjections,
-                                            _attend, _Prefixed, _project, _rope_tables, _rotate, pair_tables,
-                                            project_rotated, rope_self_attention)
+from sam2rt.export.memory_attention import (ATTENTION_FORMS, MASKED_LOGIT, MemoryAttentionGraph, _attend, _Prefixed,
+                                            _project, _rope_tables, _rotate, add_cpu_rope, project_rotated,
+                                            rope_self_attention)
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 
@@ -157,16 +157,8 @@ class EdgeTamMemoryAttentionGraph(nn.Module):
             n = self.n_unrotated
             k_cos = torch.cat([torch.ones(n, self.k_cos.shape[1]), self.k_cos])  # global latents: angle 0
             k_sin = torch.cat([torch.zeros(n, self.k_sin.shape[1]), self.k_sin])
-            tables = {"self": (self_cos, self_sin, layer.self_attn), "q": (q_cos, q_sin, cross),
-                      "k": (k_cos, k_sin, cross)}
-            for name, (cos, sin, attn_) in tables.items():
-                cos2, sin2 = pair_tables(cos, sin, attn_.num_heads)
-                self.register_buffer(f"{name}_cos2", cos2)
-                self.register_buffer(f"{name}_sin2", sin2)
-            self.rotated = nn.ModuleList(
-                RotatedProjections({"self_q": l.self_attn.q_proj, "self_k": l.self_attn.k_proj,
-                                    "cross_q": l.cross_attn_image.q_proj, "cross_k": l.cross_attn_image.k_proj})
-                for l in model.memory_attention.layers)
+            add_cpu_rope(self, {"self": (self_cos, self_sin, layer.self_attn), "q": (q_cos, q_sin, cross),
+                                "k": (k_cos, k_sin, cross)}, model.memory_attention.layers)
 
     # Pointers are split into 64-d tokens as in SAM 2 (the EdgeTAM config adds them no temporal encoding).
     _pointer_tokens = MemoryAttentionGraph._pointer_tokens

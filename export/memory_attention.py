@@ -171,6 +171,21 @@ def rope_cross_attention(
     return _attend(attn, q, k, _project(attn, attn.v_proj, v), bias)  # V (B, n, K, d): the head size of Q and K
 
 
+def add_cpu_rope(graph: nn.Module, tables: dict[str, tuple[torch.Tensor, torch.Tensor, nn.Module]],
+                 layers: nn.ModuleList) -> None:
+    """The "cpu" form's constants on a memory-attention graph module: ``{name}_cos2`` / ``{name}_sin2`` buffers
+    (:func:`pair_tables` of each ``name: (cos, sin, attention)``) and ``rotated``, one
+    :class:`RotatedProjections` of the self- and cross-attention q/k projections per layer."""
+    for name, (cos, sin, attn) in tables.items():
+        cos2, sin2 = pair_tables(cos, sin, attn.num_heads)
+        graph.register_buffer(f"{name}_cos2", cos2)
+        graph.register_buffer(f"{name}_sin2", sin2)
+    graph.rotated = nn.ModuleList(
+        RotatedProjections({"self_q": l.self_attn.q_proj, "self_k": l.self_attn.k_proj,
+                            "cross_q": l.cross_attn_image.q_proj, "cross_k": l.cross_attn_image.k_proj})
+        for l in layers)
+
+
 class _Prefixed:
     """One attention's entries of a layer's :class:`RotatedProjections` ("q", "k")."""
 
@@ -202,15 +217,8 @@ class MemoryAttentionGraph(nn.Module):
         self.register_buffer("cross_cos", cross_cos)
         self.register_buffer("cross_sin", cross_sin)
         if form == "cpu":
-            for name, (cos, sin, attn_) in {"self": (self_cos, self_sin, layer.self_attn),
-                                            "cross": (cross_cos, cross_sin, layer.cross_attn_image)}.items():
-                cos2, sin2 = pair_tables(cos, sin, attn_.num_heads)
-                self.register_buffer(f"{name}_cos2", cos2)
-                self.register_buffer(f"{name}_sin2", sin2)
-            self.rotated = nn.ModuleList(
-                RotatedProjections({"self_q": l.self_attn.q_proj, "self_k": l.self_attn.k_proj,
-                                    "cross_q": l.cross_attn_image.q_proj, "cross_k": l.cross_attn_image.k_proj})
-                for l in model.memory_attention.layers)
+            add_cpu_rope(self, {"self": (self_cos, self_sin, layer.self_attn),
+                                "cross": (cross_cos, cross_sin, layer.cross_attn_image)}, model.memory_attention.layers)
 
     def _pointer_tokens(self, obj_ptrs: torch.Tensor, obj_ptr_tpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Split each 256-d pointer into 64-d tokens, as the official code does: ``(B, P*4, 64)`` twice."""
