@@ -35,7 +35,8 @@ Feeds = dict[str, np.ndarray]
 COND_MEMORIES, RECENT_MEMORIES, POINTERS = 1, 6, 16  # what a tracked object attends to in steady state
 
 
-def steady_feeds(spec: C.GraphSpec, image_size: int, bank: C.BankConfig, objects: int, seed: int = 0) -> Feeds:
+def steady_feeds(spec: C.GraphSpec, image_size: int, bank: C.BankConfig, objects: int, seed: int = 0,
+                 memory_tokens: int | None = None) -> Feeds:
     """Random inputs with the shapes, dtypes and validity of a steady tracking frame (full bank).
 
     Memory attention gets what the ONNX Runtime path feeds it (``runtime.bank.BankInputs.feeds``): only the
@@ -44,7 +45,7 @@ def steady_feeds(spec: C.GraphSpec, image_size: int, bank: C.BankConfig, objects
     """
     rng = np.random.default_rng(seed)
     memories, pointers = min(COND_MEMORIES + RECENT_MEMORIES, bank.memory_slots), min(POINTERS, bank.ptr_slots)
-    dims = {**C.resolve_dims(image_size), "B": objects, "M": memories, "P": pointers, "N": 2}
+    dims = {**C.resolve_dims(image_size, memory_tokens), "B": objects, "M": memories, "P": pointers, "N": 2}
     feeds: Feeds = {}
     for t in spec.inputs:
         shape = tuple(int(dims[d]) if isinstance(d, str) else d for d in t.shape)
@@ -121,7 +122,8 @@ def profile_graphs(models: Sequence[Path], graphs: Sequence[str], threads: Seque
     image_size = manifests[0].image_size
     rows = []
     for name in graphs:
-        feeds = steady_feeds(C.GRAPHS_BY_NAME[name], image_size, manifests[0].bank, objects)
+        feeds = steady_feeds(C.GRAPHS_BY_NAME[name], image_size, manifests[0].bank, objects,
+                             memory_tokens=manifests[0].memory_tokens)
         for n in threads:
             with tempfile.TemporaryDirectory(prefix="sam2rt-profile-") as tmp:
                 # one profile folder per model: the same directory given twice must not share a profile file

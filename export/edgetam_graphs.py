@@ -21,8 +21,9 @@ import math
 import torch
 from torch import nn
 
-from sam2rt.export.memory_attention import (ATTENTION_FORMS, MASKED_LOGIT, MemoryAttentionGraph, _attend, _project,
-                                            _rope_tables, _rotate, rope_self_attention)
+from sam2rt.export.memory_attention import (ATTENTION_FORMS, MASKED_LOGIT, MemoryAttentionGraph, _attend, _Prefixed,
+                                            _project, _rope_tables, _rotate, add_cpu_rope, project_rotated,
+                                            rope_self_attention)
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 
@@ -98,13 +99,24 @@ def perceive(p: nn.Module, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 def _rope_cross_attention_v2(attn: nn.Module, q: torch.Tensor, k_mem: torch.Tensor, k_ptrs: torch.Tensor,
                              v: torch.Tensor, q_cos_sin: tuple[torch.Tensor, torch.Tensor],
                              k_cos_sin: tuple[torch.Tensor, torch.Tensor], n_unrotated: int,
-                             bias: torch.Tensor, form: str = "fused") -> torch.Tensor:
+                             bias: torch.Tensor, form: str = "fused", tables: tuple | None = None,
+                             rotated: _Prefixed | None = None) -> torch.Tensor:
     """The official ``RoPEAttentionv2`` with masked keys (``form``: as SAM 2's, ``export.memory_attention``).
+
+    The "cpu" form rotates by ``project_rotated`` with ``tables`` = (q cos, q sin, k cos, k sin) as
+    ``pair_tables``, the key tables over one memory's T tokens with cos 1 / sin 0 on the global latents
+    (u·1 + u'·0 = u exactly), and ``rotated`` the swapped q_proj / k_proj.
 
     q (B, hw, 256); k_mem (B, M*T, 64): memories, each T tokens of which the first ``n_unrotated`` (global
     latents) keep their position and the rest (2-D latents) rotate on the latent grid; k_ptrs (B, Kp, 64)
     pointer tokens (not rotated); v (B, M*T + Kp, 64); bias (B, 1, 1, M*T + Kp).
     """
+    if form == "cpu":
+        qc, qs, kc, ks = tables
+        qh = project_rotated(attn, attn.q_proj, q, qc, qs, rotated.get("q"))
+        km = project_rotated(attn, attn.k_proj, k_mem, kc, ks, rotated.get("k"))
+        k = torch.cat([km, _project(attn, attn.k_proj, k_ptrs)], dim=2)
+        return _attend(attn, qh, k, v, bias, v_proj=attn.v_proj)
     qh = _rotate(_project(attn, attn.q_proj, q), *q_cos_sin)  # (B, n, hw, d)
     km = _project(attn, attn.k_proj, k_mem)  # (B, n, M*T, d)
     b, n, _, d = km.shape
@@ -113,8 +125,6 @@ def _rope_cross_attention_v2(attn: nn.Module, q: torch.Tensor, k_mem: torch.Tens
     rotated = _rotate(km[:, :, :, n_unrotated:], *k_cos_sin)
     km = torch.cat([km[:, :, :, :n_unrotated], rotated], dim=3).reshape(b, n, -1, d)
     k = torch.cat([km, _project(attn, attn.k_proj, k_ptrs)], dim=2)
-    if form == "cpu":
-        return _attend(attn, qh, k, v, bias, v_proj=attn.v_proj)
     return _attend(attn, qh, k, _project(attn, attn.v_proj, v), bias)  # V with the head size of Q and K
 
 
@@ -143,6 +153,12 @@ class EdgeTamMemoryAttentionGraph(nn.Module):
         self.register_buffer("q_sin", q_sin)
         self.register_buffer("k_cos", cross.freqs_cis_k.real.float().contiguous())  # (grid, d/2)
         self.register_buffer("k_sin", cross.freqs_cis_k.imag.float().contiguous())
+        if form == "cpu":  # the "cpu" form's RoPE tables and swapped projections (export.memory_attention)
+            n = self.n_unrotated
+            k_cos = torch.cat([torch.ones(n, self.k_cos.shape[1]), self.k_cos])  # global latents: angle 0
+            k_sin = torch.cat([torch.zeros(n, self.k_sin.shape[1]), self.k_sin])
+            add_cpu_rope(self, {"self": (self_cos, self_sin, layer.self_attn), "q": (q_cos, q_sin, cross),
+                                "k": (k_cos, k_sin, cross)}, model.memory_attention.layers)
 
     # Pointers are split into 64-d tokens as in SAM 2 (the EdgeTAM config adds them no temporal encoding).
     _pointer_tokens = MemoryAttentionGraph._pointer_tokens
@@ -177,25 +193,30 @@ class EdgeTamMemoryAttentionGraph(nn.Module):
         bias = torch.where(valid, 0.0, MASKED_LOGIT)[:, None, None, :]  # (B, 1, 1, K)
 
         out = curr + 0.1 * self.curr_pos if attn.pos_enc_at_input else curr
-        for layer in attn.layers:
-            out = self._layer(layer, out, mem, mem_pos, ptr_tok, ptr_pos, bias)
+        for i, layer in enumerate(attn.layers):
+            out = self._layer(layer, out, mem, mem_pos, ptr_tok, ptr_pos, bias, i)
         out = attn.norm(out)
 
         has_memory = valid.any(dim=1)[:, None, None]  # (B, 1, 1)
         out = torch.where(has_memory, out, curr + m.no_mem_embed)
         return out.transpose(1, 2).reshape(B, C, side, side)
 
-    def _layer(self, layer, tgt, mem, mem_pos, ptr, ptr_pos, bias):
+    def _layer(self, layer, tgt, mem, mem_pos, ptr, ptr_pos, bias, index):
         """One MemoryAttentionLayer: RoPE self-attention, masked RoPEv2 cross-attention, MLP."""
+        cpu = self.form == "cpu"
         x = layer.norm1(tgt)
         qk = x + self.curr_pos if layer.pos_enc_at_attn else x
-        tgt = tgt + rope_self_attention(layer.self_attn, qk, x, self.self_cos, self.self_sin)
+        tgt = tgt + rope_self_attention(layer.self_attn, qk, x, self.self_cos, self.self_sin,
+                                        (self.self_cos2, self.self_sin2) if cpu else None,
+                                        _Prefixed(self.rotated[index], "self_") if cpu else None)
         x = layer.norm2(tgt)
         q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
         kf, kp = (mem + mem_pos, ptr + ptr_pos) if layer.pos_enc_at_cross_attn_keys else (mem, ptr)
         v = torch.cat([mem, ptr], dim=1)
         tgt = tgt + _rope_cross_attention_v2(layer.cross_attn_image, q, kf, kp, v, (self.q_cos, self.q_sin),
-                                             (self.k_cos, self.k_sin), self.n_unrotated, bias, self.form)
+                                             (self.k_cos, self.k_sin), self.n_unrotated, bias, self.form,
+                                             (self.q_cos2, self.q_sin2, self.k_cos2, self.k_sin2) if cpu else None,
+                                             _Prefixed(self.rotated[index], "cross_") if cpu else None)
         x = layer.norm3(tgt)
         return tgt + layer.linear2(layer.activation(layer.linear1(x)))
 

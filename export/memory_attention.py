@@ -12,6 +12,11 @@ Two forms of the attention products (``ATTENTION_FORMS``), equal up to float rou
 - "cpu": the value projection of the memory tokens after the weighted sum, ``(softmax(...)·v)·Wᵀ + b``, with
   the unprojected 64-wide v: 4x fewer multiply-adds in the largest product of the graph, a different head
   size for V, so TensorRT cannot fuse it. For ONNX Runtime CPU only (``sam2rt export --attention cpu``).
+  It also spends fewer passes over memory on layout (every SAM 2 / EdgeTAM memory attention has one head):
+  heads by ``unsqueeze`` instead of a reshape + transpose copy, and RoPE as ``u·C + u'·S``, where ``u'`` is a
+  second projection whose weight rows are each channel pair (re, im) of the first as (-im, re), instead of
+  splitting the pairs, rotating and restacking them: the same values (negation is exact and a + b = b + a),
+  four element-wise passes instead of nine, and no copies.
 
 Both put the scale on Q (T·d multiplies instead of T·K on the logits).
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
@@ -49,11 +55,55 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
     b, t, c = x.shape
+    if n == 1:  # no copy: ONNX Runtime runs the transpose of the reshape below as a real transpose
+        return x.unsqueeze(1)
     return x.reshape(b, t, n, c // n).transpose(1, 2)  # (B, heads, T, C/heads)
 
 
 def _project(attn: nn.Module, proj: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _heads(proj(x), attn.num_heads)
+
+
+def pair_tables(cos: torch.Tensor, sin: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L, D/2)`` cos/sin -> ``(L, heads*D)``: each angle for both channels of its pair, in every head."""
+    return cos.repeat_interleave(2, dim=-1).repeat(1, heads), sin.repeat_interleave(2, dim=-1).repeat(1, heads)
+
+
+def swapped(proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the projection whose output pairs are ``proj``'s (re, im) pairs as (-im, re)."""
+    with torch.no_grad():
+        w, b = proj.weight.reshape(-1, 2, proj.weight.shape[1]), proj.bias.reshape(-1, 2)
+        return (torch.stack([-w[:, 1], w[:, 0]], 1).reshape_as(proj.weight).clone(),
+                torch.stack([-b[:, 1], b[:, 0]], 1).reshape(-1).clone())
+
+
+class RotatedProjections(nn.Module):
+    """The "cpu" form's constants for one attention layer: :func:`swapped` of each rotated projection, as
+    buffers (initializers of the graph), so tracing sees weights, not arithmetic on them."""
+
+    def __init__(self, projections: dict[str, nn.Linear]) -> None:
+        super().__init__()
+        for name, proj in projections.items():
+            w, b = swapped(proj)
+            self.register_buffer(f"{name}_w", w)
+            self.register_buffer(f"{name}_b", b)
+
+    def get(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"{name}_w"), getattr(self, f"{name}_b")
+
+
+def project_rotated(attn: nn.Module, proj: nn.Linear, x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor,
+                    swap: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``_rotate(_project(attn, proj, x), cos, sin)`` as ``u·C + u'·S`` (the "cpu" form; see module).
+
+    x (B, G*L, c): G groups of the L positions of the ``(L, heads*D)`` tables from :func:`pair_tables` (memory
+    frames share one grid). re·cos + (-im)·sin = re·cos - im·sin and im·cos + re·sin = re·sin + im·cos exactly.
+    """
+    u, u2 = proj(x), F.linear(x, *swap)
+    batch, tokens, width = u.shape
+    grid = (batch, tokens // cos2.shape[0], cos2.shape[0], width)
+    out = u.reshape(grid) * cos2 + u2.reshape(grid) * sin2
+    return _heads(out.reshape(batch, tokens, width), attn.num_heads)
 
 
 def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
@@ -77,13 +127,20 @@ def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
             weight = weight[0]  # (c, d); a folded (1, c, d) initializer gets per-channel scales on the wrong axis
         out = (probs @ v.unsqueeze(1)) @ weight + v_proj.bias.reshape(n, 1, d)  # (B, n, T, d)
     b, n, t, d = out.shape
-    return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
+    return attn.out_proj(out.squeeze(1) if n == 1 else out.transpose(1, 2).reshape(b, t, n * d))
 
 
-def rope_self_attention(attn: nn.Module, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The official RoPEAttention when queries and keys are the same hw tokens."""
-    q = _rotate(_project(attn, attn.q_proj, qk), cos, sin)
-    k = _rotate(_project(attn, attn.k_proj, qk), cos, sin)
+def rope_self_attention(attn: nn.Module, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        rotated: RotatedProjections | None = None) -> torch.Tensor:
+    """The official RoPEAttention when queries and keys are the same hw tokens; with ``tables`` (the "cpu"
+    form: :func:`pair_tables` of cos/sin) and ``rotated`` ("q", "k"), RoPE by :func:`project_rotated`."""
+    if tables is not None and rotated is not None:
+        q = project_rotated(attn, attn.q_proj, qk, *tables, rotated.get("q"))
+        k = project_rotated(attn, attn.k_proj, qk, *tables, rotated.get("k"))
+    else:
+        q = _rotate(_project(attn, attn.q_proj, qk), cos, sin)
+        k = _rotate(_project(attn, attn.k_proj, qk), cos, sin)
     return _attend(attn, q, k, _project(attn, attn.v_proj, v), None)
 
 
@@ -97,16 +154,46 @@ def rope_cross_attention(
     sin: torch.Tensor,
     bias: torch.Tensor,  # (B, 1, 1, M*hw + Kp)
     form: str = "fused",
+    tables: tuple[torch.Tensor, torch.Tensor] | None = None,  # "cpu": pair_tables(cos, sin)
+    rotated: RotatedProjections | None = None,  # "cpu": swapped q_proj ("q") and k_proj ("k")
 ) -> torch.Tensor:
     """The official RoPEAttention for cross-attention to memories, with masked keys (``form``: see module)."""
+    if form == "cpu":
+        q = project_rotated(attn, attn.q_proj, q, *tables, rotated.get("q"))
+        kf = project_rotated(attn, attn.k_proj, k_frames, *tables, rotated.get("k"))
+        k = torch.cat([kf, _project(attn, attn.k_proj, k_ptrs)], dim=2)
+        return _attend(attn, q, k, v, bias, v_proj=attn.v_proj)
     q = _rotate(_project(attn, attn.q_proj, q), cos, sin)
     kf = _project(attn, attn.k_proj, k_frames)  # (B, n, M*hw, d)
     b, n, _, d = kf.shape
     kf = _rotate(kf.reshape(b, n, -1, cos.shape[0], d), cos, sin).reshape(b, n, -1, d)
     k = torch.cat([kf, _project(attn, attn.k_proj, k_ptrs)], dim=2)
-    if form == "cpu":
-        return _attend(attn, q, k, v, bias, v_proj=attn.v_proj)
     return _attend(attn, q, k, _project(attn, attn.v_proj, v), bias)  # V (B, n, K, d): the head size of Q and K
+
+
+def add_cpu_rope(graph: nn.Module, tables: dict[str, tuple[torch.Tensor, torch.Tensor, nn.Module]],
+                 layers: nn.ModuleList) -> None:
+    """The "cpu" form's constants on a memory-attention graph module: ``{name}_cos2`` / ``{name}_sin2`` buffers
+    (:func:`pair_tables` of each ``name: (cos, sin, attention)``) and ``rotated``, one
+    :class:`RotatedProjections` of the self- and cross-attention q/k projections per layer."""
+    for name, (cos, sin, attn) in tables.items():
+        cos2, sin2 = pair_tables(cos, sin, attn.num_heads)
+        graph.register_buffer(f"{name}_cos2", cos2)
+        graph.register_buffer(f"{name}_sin2", sin2)
+    graph.rotated = nn.ModuleList(
+        RotatedProjections({"self_q": l.self_attn.q_proj, "self_k": l.self_attn.k_proj,
+                            "cross_q": l.cross_attn_image.q_proj, "cross_k": l.cross_attn_image.k_proj})
+        for l in layers)
+
+
+class _Prefixed:
+    """One attention's entries of a layer's :class:`RotatedProjections` ("q", "k")."""
+
+    def __init__(self, rotated: RotatedProjections, prefix: str) -> None:
+        self.rotated, self.prefix = rotated, prefix
+
+    def get(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rotated.get(self.prefix + name)
 
 
 class MemoryAttentionGraph(nn.Module):
@@ -129,6 +216,9 @@ class MemoryAttentionGraph(nn.Module):
         self.register_buffer("self_sin", self_sin)
         self.register_buffer("cross_cos", cross_cos)
         self.register_buffer("cross_sin", cross_sin)
+        if form == "cpu":
+            add_cpu_rope(self, {"self": (self_cos, self_sin, layer.self_attn),
+                                "cross": (cross_cos, cross_sin, layer.cross_attn_image)}, model.memory_attention.layers)
 
     def _pointer_tokens(self, obj_ptrs: torch.Tensor, obj_ptr_tpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Split each 256-d pointer into 64-d tokens, as the official code does: ``(B, P*4, 64)`` twice."""
@@ -176,19 +266,22 @@ class MemoryAttentionGraph(nn.Module):
         bias = torch.where(valid, 0.0, MASKED_LOGIT)[:, None, None, :]  # (B, 1, 1, K)
 
         out = curr + 0.1 * self.curr_pos if attn.pos_enc_at_input else curr
-        for layer in attn.layers:
-            out = self._layer(layer, out, (mem, mem_pos), (ptr_tok, ptr_pos), bias)
+        for i, layer in enumerate(attn.layers):
+            out = self._layer(layer, out, (mem, mem_pos), (ptr_tok, ptr_pos), bias, i)
         out = attn.norm(out)
 
         has_memory = valid.any(dim=1)[:, None, None]  # (B, 1, 1)
         out = torch.where(has_memory, out, curr + m.no_mem_embed)
         return out.transpose(1, 2).reshape(B, C, side, side)
 
-    def _layer(self, layer, tgt, frames, ptrs, bias):
+    def _layer(self, layer, tgt, frames, ptrs, bias, index):
         """One MemoryAttentionLayer: RoPE self-attention, masked RoPE cross-attention, MLP."""
+        cpu = self.form == "cpu"
         x = layer.norm1(tgt)
         qk = x + self.curr_pos if layer.pos_enc_at_attn else x
-        tgt = tgt + rope_self_attention(layer.self_attn, qk, x, self.self_cos, self.self_sin)
+        tgt = tgt + rope_self_attention(layer.self_attn, qk, x, self.self_cos, self.self_sin,
+                                        (self.self_cos2, self.self_sin2) if cpu else None,
+                                        _Prefixed(self.rotated[index], "self_") if cpu else None)
         x = layer.norm2(tgt)
         q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
         (mem, mem_pos), (ptr, ptr_pos) = frames, ptrs
@@ -198,6 +291,7 @@ class MemoryAttentionGraph(nn.Module):
             kf, kp = mem, ptr
         v = torch.cat([mem, ptr], dim=1)
         tgt = tgt + rope_cross_attention(layer.cross_attn_image, q, kf, kp, v, self.cross_cos, self.cross_sin, bias,
-                                         self.form)
+                                         self.form, (self.cross_cos2, self.cross_sin2) if cpu else None,
+                                         _Prefixed(self.rotated[index], "cross_") if cpu else None)
         x = layer.norm3(tgt)
         return tgt + layer.linear2(layer.activation(layer.linear1(x)))

@@ -68,3 +68,35 @@ def test_an_all_zero_operand_gives_zeros_not_nan() -> None:
                                    "v": z((2, 1, 40, 8), np.float32), "q2": z((16, 32), np.float32)})
     assert np.all(logits == 0)  # max |k| = 0: the scale floor keeps it finite
     assert Counter(n.op_type for n in model.graph.node)["MatMulIntegerToFloat"] == 1  # "pv" excluded
+
+
+def test_a_transposed_right_operand_is_quantized_before_its_transpose() -> None:
+    """``q @ kᵀ`` with kᵀ a Transpose used only by the product: the int8 values are transposed (a quarter of the
+    bytes), and the product equals quantizing the transposed floats, bit for bit."""
+    f = lambda n, shape: helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)  # noqa: E731
+
+    def graph(shared: bool) -> onnx.ModelProto:
+        nodes = [helper.make_node("Transpose", ["k"], ["kt"], name="t", perm=[0, 1, 3, 2]),
+                 helper.make_node("MatMul", ["q", "kt"], ["logits"], name="qk")]
+        outputs = [f("logits", [2, 1, 16, 40])] + ([f("kt", [2, 1, 32, 40])] if shared else [])
+        g = helper.make_graph(nodes, "t", [f("q", [2, 1, 16, 32]), f("k", [2, 1, 40, 32])], outputs)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+    rng = np.random.default_rng(1)
+    feeds = {"q": rng.standard_normal((2, 1, 16, 32)).astype(np.float32),
+             "k": rng.standard_normal((2, 1, 40, 32)).astype(np.float32)}
+    moved, kept = graph(False), graph(True)  # kept: kᵀ is also a graph output, so the float Transpose stays
+    for m in (moved, kept):
+        quantize_activation_matmuls(m)
+        onnx.checker.check_model(m)
+    producers = {o: n for n in moved.graph.node for o in n.output}
+    product = next(n for n in moved.graph.node if n.op_type == "MatMulIntegerToFloat")
+    transpose = producers[product.input[1]]
+    assert transpose.op_type == "Transpose" and producers[transpose.input[0]].op_type == "QuantizeLinear"
+    assert producers[transpose.input[0]].input[0] == "k" and "t" not in {n.name for n in moved.graph.node}
+    kept_producers = {o: n for n in kept.graph.node for o in n.output}
+    kept_product = next(n for n in kept.graph.node if n.op_type == "MatMulIntegerToFloat")
+    assert kept_producers[kept_product.input[1]].op_type == "QuantizeLinear"  # of the float kᵀ
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
+        ["logits"], feeds)[0]
+    np.testing.assert_array_equal(run(moved), run(kept))

@@ -56,3 +56,27 @@ def test_export_warnings_name_the_cpu_form_once(form: str, tmp_path: Path, monke
         assert "--attention fused" in err and "/If" in err
     else:
         assert count == 3 and err.count("attention-form") == 2 and "note:" not in err
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_cpu_form_rope_by_two_projections_is_bit_equal(heads: int) -> None:
+    """``project_rotated`` (u·C + u'·S, the cpu form) gives the official rotation's values bit for bit, for
+    queries (one grid) and for memory keys (several frames on one grid), with one head and with two."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from sam2rt.export.memory_attention import _project, _rotate, pair_tables, project_rotated, swapped
+
+    torch.manual_seed(0)
+    attn = nn.Module()
+    attn.num_heads, attn.q_proj = heads, nn.Linear(64, 128)
+    angles = torch.rand(16, 128 // heads // 2) * 6.3
+    cos, sin = angles.cos(), angles.sin()
+    for groups in (1, 3):
+        x = torch.randn(2, groups * 16, 64)
+        with torch.no_grad():
+            u = _project(attn, attn.q_proj, x)  # (B, heads, G*16, d)
+            b, n, _, d = u.shape
+            expected = _rotate(u.reshape(b, n, groups, 16, d), cos, sin).reshape(b, n, -1, d)
+            got = project_rotated(attn, attn.q_proj, x, *pair_tables(cos, sin, heads), swapped(attn.q_proj))
+        assert got.shape == expected.shape and torch.equal(got, expected)
