@@ -161,8 +161,6 @@ def test_object_score_head_stays_fp32(fp16_dir: Path, exported_tiny_256: Path, t
     copy, and both agree on presence with each other and with the FP32 graph."""
     import onnxruntime as ort
 
-    from sam2rt.calibration.fp16 import Fp16Config, convert_model
-
     path = fp16_dir / "mask_decoder.onnx"
     model, types, gemms = _score_head_types(path)
     want = {t.name: onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) for t in C.MASK_DECODER.outputs}
@@ -179,9 +177,10 @@ def test_object_score_head_stays_fp32(fp16_dir: Path, exported_tiny_256: Path, t
     gated = (masks <= C.NO_OBJ_SCORE).reshape(2, -1).all(axis=1)
     assert (gated == (score[:, 0] <= 0)).all()
     assert (gated == (ref_masks <= C.NO_OBJ_SCORE).reshape(2, -1).all(axis=1)).all()
-    # off: the whole head FP16, the output cast from it as for every other output
-    convert_model(exported_tiny_256, tmp_path / "head16", Fp16Config(score_head_fp32=False, graphs=("mask_decoder",)),
-                  log=lambda _: None)
+    # off (`--fp16-score-head`): the whole head FP16, the output cast from it as for every other output
+    assert main(["convert", str(exported_tiny_256), "--precision", "fp16", "--fp16-score-head", "--graphs",
+                 "mask_decoder", "--out", str(tmp_path / "head16")]) == 0
+    assert not load_manifest(tmp_path / "head16").raw["conversion"]["graphs"]["mask_decoder"]["score_head_fp32"]
     _, types, gemms = _score_head_types(tmp_path / "head16" / "mask_decoder.onnx")
     assert all(types.get(n.output[0]) == TensorProto.FLOAT16 for n in gemms)
     assert types.get("object_score_logits") == TensorProto.FLOAT
