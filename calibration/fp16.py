@@ -9,11 +9,14 @@ inserts Cast nodes around the nodes it is told to keep in FP32.
 What stays FP32 (the block list, configurable): the converter's own default list (Resize, Range, ...),
 LayerNormalization and the reductions of the hand-written LayerNorm2d (ReduceMean, Pow, Sqrt), the sine
 encodings (Sin, Cos) and every RoPE rotation node (the Muls against the ``*_cos``/``*_sin`` tables and the
-Add/Sub that combine them). Graph inputs and outputs stay FP32, so the contract and the runtime are
+Add/Sub that combine them), and the decoder's object-score head (three Gemms on one token per object: its
+logit decides presence, and FP16 rounding of the head's hidden activations moves it -- measured below). Graph inputs and outputs stay FP32, so the contract and the runtime are
 unchanged. The attention chain (Q·Kᵀ, scale, additive key mask, Softmax) is FP16 by default, so TensorRT can
 fuse it into one attention kernel (it does so only within one precision); ``attention_fp32`` keeps it FP32.
 Measured against the official predictor (tiny, 512 px, random weights, 40 frames, 2 objects, ONNX Runtime
-CPU): mean IoU 0.998799 with FP16 attention, 0.998826 with FP32 attention.
+CPU): mean IoU 0.998799 with FP16 attention, 0.998826 with FP32 attention. The score head: on a model whose
+object scores sit on the decision boundary (docs/precision.md), the head in FP16 flipped presence on 16 of
+105 frame-object masks (only its last Gemm FP32: 17), the head in FP32 on none.
 
 Two defects of onnxconverter-common 1.16 are repaired after conversion (both make ONNX Runtime refuse the
 model): Cast nodes of the source graph keep ``to=FLOAT`` although their consumers are now FP16, and nodes
@@ -39,7 +42,8 @@ from sam2rt.errors import Sam2rtError
 # (Softmax goes with the attention logits: see Fp16Config.attention_fp32.)
 FP32_OPS = ("LayerNormalization", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
 _ROPE_TABLE_SUFFIXES = ("_cos", "_sin")
-_LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")  # scale and key mask between Q·Kᵀ and Softmax
+_LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")
+SCORE_HEAD_PREFIX = "/pred_obj_score_head/"  # the mask decoder's object-score MLP (export/ module names)  # scale and key mask between Q·Kᵀ and Softmax
 QDQ_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take FP16 values and scales
 
 
@@ -51,6 +55,7 @@ class Fp16Config:
     keep_nodes: node names computed in FP32 (exact names, e.g. from Netron).
     attention_fp32: keep Q·Kᵀ, its scale/mask and Softmax in FP32 (off: the fusable FP16 form, measured above).
     rope_fp32: keep the RoPE rotations (and their cos/sin tables) in FP32.
+    score_head_fp32: keep the mask decoder's object-score head (its MLP) in FP32.
     graphs: graphs to convert; the others are copied as FP32.
     """
 
@@ -58,6 +63,7 @@ class Fp16Config:
     keep_nodes: tuple[str, ...] = ()
     attention_fp32: bool = False
     rope_fp32: bool = True
+    score_head_fp32: bool = True
     graphs: tuple[str, ...] = tuple(g.name for g in C.GRAPHS)
 
 
@@ -106,6 +112,8 @@ def fp32_nodes(graph: onnx.GraphProto, cfg: Fp16Config) -> set[str]:
         names |= rope_nodes(graph)
     if cfg.attention_fp32:
         names |= attention_logit_nodes(graph)
+    if cfg.score_head_fp32:
+        names |= {n.name for n in graph.node if n.name.startswith(SCORE_HEAD_PREFIX)}
     return names
 
 
@@ -126,10 +134,12 @@ def convert_graph(model: onnx.ModelProto, cfg: Fp16Config) -> tuple[onnx.ModelPr
                                              node_block_list=sorted(keep_nodes))
     _repair_source_casts(converted.graph, source_casts - keep_nodes)
     _repair_output_readers(converted.graph)
+    _repair_kept_outputs(converted.graph, keep_nodes)
     computing = sum(1 for n in model.graph.node if n.op_type not in ("Constant", "Shape", "Gather", "Unsqueeze",
                                                                      "Concat", "Reshape", "Cast"))
     return converted, {"clamped_values": sum("truncated" in str(w.message) for w in clamped), "fp32_nodes": kept, "compute_nodes": computing, "fp32_ops": keep_ops,
-                       "rope_fp32": cfg.rope_fp32, "attention_fp32": cfg.attention_fp32}
+                       "rope_fp32": cfg.rope_fp32, "attention_fp32": cfg.attention_fp32,
+                       "score_head_fp32": cfg.score_head_fp32}
 
 
 def qdq_to_fp16(model: onnx.ModelProto, cfg: Fp16Config = Fp16Config()) -> tuple[onnx.ModelProto, dict]:
@@ -161,10 +171,39 @@ def _repair_source_casts(graph: onnx.GraphProto, casts: set[str]) -> None:
                     attr.i = TensorProto.FLOAT16
 
 
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next(a.i for a in node.attribute if a.name == "to")
+
+
+def _repair_kept_outputs(graph: onnx.GraphProto, keep_nodes: set[str]) -> None:
+    """A graph output computed by a node kept in FP32 stays FP32 (the contract), and its FP16 readers read an
+    FP16 copy. The converter instead casts that node's output to FP16 under the output's own name and
+    declares the graph output FP16 (e.g. the object-score head kept FP32: its logits also feed the decoder's
+    no-object gating, which is FP16)."""
+    outputs = {o.name: o for o in graph.output}
+    casts = [n for n in graph.node
+             if n.op_type == "Cast" and n.output[0] in outputs and _cast_to(n) == TensorProto.FLOAT16]
+    nodes = list(graph.node)
+    for cast in casts:
+        name, fp32_value = cast.output[0], cast.input[0]
+        cast.output[0] = f"{name}_fp16"  # the converter's Cast now feeds the FP16 readers only
+        for reader in nodes:
+            if reader is not cast:
+                reader.input[:] = [(fp32_value if reader.name in keep_nodes else cast.output[0]) if i == name
+                                   else i for i in reader.input]
+        nodes.insert(nodes.index(cast) + 1, onnx.helper.make_node(
+            "Cast", [fp32_value], [name], name=f"{cast.name}_fp32_output", to=TensorProto.FLOAT))
+        outputs[name].type.tensor_type.elem_type = TensorProto.FLOAT
+    if casts:
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
 def _repair_output_readers(graph: onnx.GraphProto) -> None:
     """Nodes reading a graph output must read the FP16 value the converter casts to that output."""
     outputs = {o.name for o in graph.output}
-    fp16_source = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and n.output[0] in outputs}
+    fp16_source = {n.output[0]: n.input[0] for n in graph.node
+                   if n.op_type == "Cast" and n.output[0] in outputs and _cast_to(n) == TensorProto.FLOAT}
     for node in graph.node:
         if node.op_type == "Cast" and node.output[0] in outputs:
             continue

@@ -25,7 +25,7 @@ def _convert(args: argparse.Namespace, precision: str) -> int:
         raise Sam2rtError("the directory written by `sam2rt export` already is the FP32 model; "
                           "choose --precision fp16 or int8-cpu")
     fp16_only = [f for f, v in (("--keep-op", args.keep_op), ("--fp32-attention", args.fp32_attention),
-                                 ("--fp16-rope", args.fp16_rope)) if v]
+                                 ("--fp16-rope", args.fp16_rope), ("--fp16-score-head", args.fp16_score_head)) if v]
     if precision == "int8-cpu" and fp16_only:
         raise Sam2rtError(f"{', '.join(fp16_only)} only apply to --precision fp16; int8-cpu takes --graphs, "
                           "--keep-node and --reduce-range")
@@ -45,6 +45,7 @@ def _convert(args: argparse.Namespace, precision: str) -> int:
 
     cfg = Fp16Config(keep_ops=tuple(dict.fromkeys(FP32_OPS + tuple(args.keep_op))), keep_nodes=tuple(args.keep_node),
                      attention_fp32=args.fp32_attention, rope_fp32=not args.fp16_rope,
+                     score_head_fp32=not args.fp16_score_head,
                      graphs=tuple(args.graphs) if args.graphs else Fp16Config().graphs)
     manifest = convert_model(args.model_dir, args.out, cfg)
     from sam2rt.cli.lint import lint_warnings
@@ -74,4 +75,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
                    help="keep the attention logits (Q·Kᵀ, scale, mask) and Softmax in FP32; default FP16, which "
                         "TensorRT can fuse into one attention kernel (measured mean IoU 0.9988 either way)")
     p.add_argument("--fp16-rope", action="store_true", help="compute the RoPE rotations in FP16 too")
+    p.add_argument("--fp16-score-head", action="store_true",
+                   help="compute the decoder's object-score head in FP16 too (default FP32: its logit decides "
+                        "presence; measured in docs/precision.md)")
     p.set_defaults(func=_cmd_convert)

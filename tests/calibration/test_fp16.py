@@ -130,3 +130,57 @@ def test_bad_requests_write_nothing(fp16_dir: Path, exported_tiny_256: Path, tmp
     assert main(["convert", str(exported_tiny_256), "--precision", "fp8", "--out", str(tmp_path / "y")]) == 2
     assert "choose one of fp32, fp16, int8" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+
+def _decoder_feeds(image_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    h = image_size // 16
+    return {"image_embed": rng.standard_normal((2, 256, h, h), dtype=np.float32),
+            "feat_s0": rng.standard_normal((1, 32, 4 * h, 4 * h), dtype=np.float32),
+            "feat_s1": rng.standard_normal((1, 64, 2 * h, 2 * h), dtype=np.float32),
+            "point_coords": rng.uniform(0, image_size, (2, 2, 2)).astype(np.float32),
+            "point_labels": np.array([[1, 0], [1, -1]], np.int32),
+            "mask_input": np.zeros((2, 1, 4 * h, 4 * h), np.float32),
+            "has_mask_input": np.zeros(2, bool), "multimask": np.ones(2, bool)}
+
+
+def _score_head_types(path: Path) -> tuple[onnx.ModelProto, dict[str, int], list[onnx.NodeProto]]:
+    from sam2rt.calibration.fp16 import SCORE_HEAD_PREFIX
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    types = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.output)}
+    gemms = [n for n in model.graph.node if n.name.startswith(SCORE_HEAD_PREFIX) and n.op_type == "Gemm"]
+    assert len(gemms) == 3  # the object-score MLP's three layers
+    return model, types, gemms
+
+
+def test_object_score_head_stays_fp32(fp16_dir: Path, exported_tiny_256: Path, tmp_path: Path) -> None:
+    """The score head is FP32 by default. Its logits are a graph output and also feed the decoder's FP16
+    no-object gating; onnxconverter-common declared that output FP16 and fed the gating the FP32 value (ONNX
+    Runtime refused the graph). Repaired: the output is FP32 as the contract says, the gating reads an FP16
+    copy, and both agree on presence with each other and with the FP32 graph."""
+    import onnxruntime as ort
+
+    path = fp16_dir / "mask_decoder.onnx"
+    model, types, gemms = _score_head_types(path)
+    want = {t.name: onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) for t in C.MASK_DECODER.outputs}
+    assert {o.name: o.type.tensor_type.elem_type for o in model.graph.output} == want
+    assert all(types.get(n.output[0]) == TensorProto.FLOAT for n in gemms)
+    assert types.get("object_score_logits_fp16") == TensorProto.FLOAT16
+    assert any("object_score_logits_fp16" in n.input for n in model.graph.node)
+    feeds = _decoder_feeds(load_manifest(exported_tiny_256).image_size, np.random.default_rng(0))
+    ref = ort.InferenceSession(str(exported_tiny_256 / "mask_decoder.onnx"), providers=["CPUExecutionProvider"])
+    ours = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    masks, score = ours.run(["low_res_masks", "object_score_logits"], feeds)
+    ref_masks, ref_score = ref.run(["low_res_masks", "object_score_logits"], feeds)
+    assert score.dtype == np.float32 and np.allclose(score, ref_score, atol=0.01)
+    gated = (masks <= C.NO_OBJ_SCORE).reshape(2, -1).all(axis=1)
+    assert (gated == (score[:, 0] <= 0)).all()
+    assert (gated == (ref_masks <= C.NO_OBJ_SCORE).reshape(2, -1).all(axis=1)).all()
+    # off (`--fp16-score-head`): the whole head FP16, the output cast from it as for every other output
+    assert main(["convert", str(exported_tiny_256), "--precision", "fp16", "--fp16-score-head", "--graphs",
+                 "mask_decoder", "--out", str(tmp_path / "head16")]) == 0
+    assert not load_manifest(tmp_path / "head16").raw["conversion"]["graphs"]["mask_decoder"]["score_head_fp32"]
+    _, types, gemms = _score_head_types(tmp_path / "head16" / "mask_decoder.onnx")
+    assert all(types.get(n.output[0]) == TensorProto.FLOAT16 for n in gemms)
+    assert types.get("object_score_logits") == TensorProto.FLOAT

@@ -12,6 +12,7 @@ from onnx import TensorProto, numpy_helper
 
 from sam2rt import contract as C
 from sam2rt.calibration.capture import CaptureSettings, captured_samples
+from sam2rt.calibration.fp16 import SCORE_HEAD_PREFIX
 from sam2rt.calibration.int8 import CalibrationConfig, calibrate_model
 from sam2rt.calibration.sampling import find_sources, plan_clips
 from sam2rt.cli import main
@@ -204,3 +205,8 @@ def test_graphs_not_quantized_are_the_fp16_graphs(exported_tiny_256: Path, int8_
     assert graphs["mask_decoder"]["precision"] == "fp16" and not graphs["mask_decoder"]["quantized"]
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in decoder.graph.node)
     assert any(i.data_type == TensorProto.FLOAT16 for i in decoder.graph.initializer)
+    # its object-score head stays FP32 (fp16.Fp16Config.score_head_fp32): FP32 weights, FP32 Gemms
+    weights = {i.name: i.data_type for i in decoder.graph.initializer}
+    head = [n for n in decoder.graph.node if n.name.startswith(SCORE_HEAD_PREFIX) and n.op_type == "Gemm"]
+    assert len(head) == 3 and {weights[n.input[1]] for n in head} == {TensorProto.FLOAT}
+    assert graphs["mask_decoder"]["fp16"]["score_head_fp32"]
