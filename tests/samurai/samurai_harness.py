@@ -28,11 +28,13 @@ STABLE = int(os.environ.get("SAMURAI_TEST_STABLE", "5"))
 
 # per size (measure_forcing.py, its docstring): the IoU head's scale, the centres of its w.x per token and the
 # offset; the object score's shift; the multimask tokens whose mask is zeroed (an empty candidate: its box is
-# (0, 0, 0, 0), far from the filter's, so the filter-weighted choice passes it over when its IoU leads by little)
+# (0, 0, 0, 0), far from the filter's, so the filter-weighted choice passes it over when its IoU leads by little);
+# the clips on which that was tuned to happen ("differs_on": the tests require a pick other than the highest IoU
+# there; on dog at 512 px the three IoUs stay further apart than the filter's weight can overturn: reported only)
 FORCING = {256: {"iou_scale": 1500.0, "wx": [0.1182, 0.0953, -0.0351, 0.1309], "iou_offset": 0.2,
-                 "score_shift": -1.5, "empty_tokens": ()},
+                 "score_shift": -1.5, "empty_tokens": (), "differs_on": ()},
            512: {"iou_scale": 500.0, "wx": [0.1206, 0.0960, -0.0405, 0.1198], "iou_offset": 0.4,
-                 "score_shift": 7.5, "empty_tokens": (3,)}}
+                 "score_shift": 7.5, "empty_tokens": (3,), "differs_on": ("bedroom",)}}
 
 
 def samurai_config():
