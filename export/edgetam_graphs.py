@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from sam2rt.export.memory_attention import (ATTENTION_FORMS, MASKED_LOGIT, MemoryAttentionGraph, _attend, _Prefixed,
+from sam2rt.export.memory_attention import (ATTENTION_FORMS, MemoryAttentionGraph, _attend, _Prefixed,
                                             _project, _rope_tables, _rotate, add_cpu_rope, project_rotated,
                                             rope_self_attention)
 from sam2rt.export.mask_decoder import MaskDecoderGraph
@@ -163,46 +163,11 @@ class EdgeTamMemoryAttentionGraph(nn.Module):
     # Pointers are split into 64-d tokens as in SAM 2 (the EdgeTAM config adds them no temporal encoding).
     _pointer_tokens = MemoryAttentionGraph._pointer_tokens
 
-    def forward(
-        self,
-        vision_feat: torch.Tensor,  # (1, 256, h, h)
-        memory: torch.Tensor,  # (M, B, T, 64)
-        memory_valid: torch.Tensor,  # (M, B) bool
-        memory_tpos: torch.Tensor,  # (M, B) int32
-        obj_ptrs: torch.Tensor,  # (P, B, 256)
-        obj_ptr_valid: torch.Tensor,  # (P, B) bool
-        obj_ptr_tpos: torch.Tensor,  # (P, B) float32
-    ) -> torch.Tensor:
-        m, attn = self.model, self.model.memory_attention
-        M, B, T, Cm = memory.shape
-        P = obj_ptrs.shape[0]
-        C, side = vision_feat.shape[1], vision_feat.shape[-1]
-        curr = vision_feat.flatten(2).transpose(1, 2).expand(B, side * side, C)  # (B, hw, 256)
+    forward = MemoryAttentionGraph.forward  # memory (M, B, T, 64): T latents per memory
 
-        tpos = m.maskmem_tpos_enc.reshape(-1, Cm)[memory_tpos.long()]  # (M, B, 64)
-        mem = memory.permute(1, 0, 2, 3).reshape(B, M * T, Cm)
-        mem_pos = (self.mem_pos + tpos.unsqueeze(2)).permute(1, 0, 2, 3).reshape(B, M * T, Cm)
-        ptr_tok, ptr_pos = self._pointer_tokens(obj_ptrs, obj_ptr_tpos)
-        valid = torch.cat(
-            [
-                memory_valid.transpose(0, 1).unsqueeze(-1).expand(B, M, T).reshape(B, M * T),
-                obj_ptr_valid.transpose(0, 1).unsqueeze(-1).expand(B, P, C // Cm).reshape(B, P * (C // Cm)),
-            ],
-            dim=1,
-        )  # (B, K)
-        bias = torch.where(valid, 0.0, MASKED_LOGIT)[:, None, None, :]  # (B, 1, 1, K)
-
-        out = curr + 0.1 * self.curr_pos if attn.pos_enc_at_input else curr
-        for i, layer in enumerate(attn.layers):
-            out = self._layer(layer, out, mem, mem_pos, ptr_tok, ptr_pos, bias, i)
-        out = attn.norm(out)
-
-        has_memory = valid.any(dim=1)[:, None, None]  # (B, 1, 1)
-        out = torch.where(has_memory, out, curr + m.no_mem_embed)
-        return out.transpose(1, 2).reshape(B, C, side, side)
-
-    def _layer(self, layer, tgt, mem, mem_pos, ptr, ptr_pos, bias, index):
+    def _layer(self, layer, tgt, frames, ptrs, bias, index):
         """One MemoryAttentionLayer: RoPE self-attention, masked RoPEv2 cross-attention, MLP."""
+        (mem, mem_pos), (ptr, ptr_pos) = frames, ptrs
         cpu = self.form == "cpu"
         x = layer.norm1(tgt)
         qk = x + self.curr_pos if layer.pos_enc_at_attn else x

@@ -239,18 +239,19 @@ class MemoryAttentionGraph(nn.Module):
     def forward(
         self,
         vision_feat: torch.Tensor,  # (1, 256, h, h)
-        memory: torch.Tensor,  # (M, B, hw, 64)
+        memory: torch.Tensor,  # (M, B, T, 64): T = hw (SAM 2's memory map) or EdgeTAM's latents
         memory_valid: torch.Tensor,  # (M, B) bool
         memory_tpos: torch.Tensor,  # (M, B) int32
         obj_ptrs: torch.Tensor,  # (P, B, 256)
         obj_ptr_valid: torch.Tensor,  # (P, B) bool
         obj_ptr_tpos: torch.Tensor,  # (P, B) float32
     ) -> torch.Tensor:
+        """Also EdgeTAM's (``export.edgetam_graphs``): only ``self.mem_pos`` (T tokens) and ``_layer`` differ."""
         m, attn = self.model, self.model.memory_attention
-        M, B, HW, Cm = memory.shape
+        M, B, HW, Cm = memory.shape  # HW: tokens per memory
         P = obj_ptrs.shape[0]
         C, side = vision_feat.shape[1], vision_feat.shape[-1]
-        curr = vision_feat.flatten(2).transpose(1, 2).expand(B, HW, C)  # (B, hw, 256)
+        curr = vision_feat.flatten(2).transpose(1, 2).expand(B, side * side, C)  # (B, hw, 256)
 
         tpos = m.maskmem_tpos_enc.reshape(-1, Cm)[memory_tpos.long()]  # (M, B, 64)
         mem = memory.permute(1, 0, 2, 3).reshape(B, M * HW, Cm)
