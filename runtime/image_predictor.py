@@ -158,6 +158,10 @@ class ImagePredictor:
     def _predict(self, img_idx: int, point_coords: Any, point_labels: Any, box: Any, mask_input: Any,
                  multimask_output: bool, return_logits: bool,
                  normalize_coords: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        for name, flag in (("multimask_output", multimask_output), ("return_logits", return_logits),
+                           ("normalize_coords", normalize_coords)):
+            if not (isinstance(flag, (bool, np.bool_)) or (isinstance(flag, (int, np.integer)) and flag in (0, 1))):
+                raise Sam2rtError(f"{name} must be True or False, got {_describe(flag)}")
         coords, labels, mask = self._prompts(img_idx, point_coords, point_labels, box, mask_input, normalize_coords)
         B, C = coords.shape[0], 3 if multimask_output else 1
         H, W = self._orig_hw[img_idx]

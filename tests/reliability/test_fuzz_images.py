@@ -92,6 +92,21 @@ def test_fuzz_image_predictor_predict(predictor: ImagePredictor, args: dict[str,
     assert _state(predictor) == before
 
 
+@pytest.mark.parametrize("flag", ["multimask_output", "return_logits", "normalize_coords"])
+def test_a_flag_that_is_not_a_bool_is_refused(predictor: ImagePredictor, flag: str) -> None:
+    """The case the fuzzer found: normalize_coords=np.zeros((3, 0, 4)) raised numpy's ValueError (an empty
+    array has no truth value); every flag now takes bool, numpy bool or 0/1, and refuses anything else."""
+    before = _state(predictor)
+    clicks = {"point_coords": np.array([[0.5, 0.2], [0.9, 0.1]]), "point_labels": np.array([1, 0])}  # pixels or [0, 1]
+    for junk in (np.zeros((3, 0, 4)), np.array([True, False]), "yes", 2, None):
+        with pytest.raises(Sam2rtError, match=f"{flag} must be True or False"):
+            predictor.predict(**clicks, **{flag: junk})
+    assert _state(predictor) == before
+    for ok in (np.bool_(True), 1, 0):
+        masks, _, _ = predictor.predict(**clicks, **{flag: ok})
+        assert masks.shape[-2:] == (H, W)
+
+
 _MODES = ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F"]
 
 
