@@ -251,7 +251,11 @@ class MemoryAttentionGraph(nn.Module):
         M, B, HW, Cm = memory.shape  # HW: tokens per memory
         P = obj_ptrs.shape[0]
         C, side = vision_feat.shape[1], vision_feat.shape[-1]
-        curr = vision_feat.flatten(2).transpose(1, 2).expand(B, side * side, C)  # (B, hw, 256)
+        curr = vision_feat.flatten(2).transpose(1, 2)  # (1, hw, 256): the same frame for every object
+        if self.form != "cpu":
+            curr = curr.expand(B, side * side, C)  # (B, hw, 256)
+        # "cpu": every object's first layer starts from the same tokens, so its self-attention and cross-attention
+        # queries run once, on (1, hw, 256), and broadcast against each object's keys; (B, hw, 256) from there on
 
         tpos = m.maskmem_tpos_enc.reshape(-1, Cm)[memory_tpos.long()]  # (M, B, 64)
         mem = memory.permute(1, 0, 2, 3).reshape(B, M * HW, Cm)
@@ -272,7 +276,7 @@ class MemoryAttentionGraph(nn.Module):
         out = attn.norm(out)
 
         has_memory = valid.any(dim=1)[:, None, None]  # (B, 1, 1)
-        out = torch.where(has_memory, out, curr + m.no_mem_embed)
+        out = torch.where(has_memory, out, curr + m.no_mem_embed)  # (B, hw, 256)
         return out.transpose(1, 2).reshape(B, C, side, side)
 
     def _layer(self, layer, tgt, frames, ptrs, bias, index):
