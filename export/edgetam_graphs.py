@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from sam2rt.export.memory_attention import (ATTENTION_FORMS, MemoryAttentionGraph, _attend, _Prefixed,
-                                            _project, _rope_tables, _rotate, add_cpu_rope, project_rotated,
-                                            rope_self_attention)
+                                            _project, _rope_tables, _rotate, add_cpu_rope, project_rotated)
 from sam2rt.export.mask_decoder import MaskDecoderGraph
 from sam2rt.export.memory_encoder import MemoryEncoderGraph
 
@@ -54,14 +53,9 @@ class EdgeTamMemoryEncoderGraph(MemoryEncoderGraph):
         h = model.image_size // 16
         self.register_buffer("map_pos", model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, h, h)))
 
-    def forward(
-        self,
-        vision_feat: torch.Tensor,  # (1, 256, h, h)
-        mask_logits: torch.Tensor,  # (B, 1, 4h, 4h)
-        binarize: torch.Tensor,  # (B,) bool
-        object_score_logits: torch.Tensor,  # (B, 1)
-    ) -> torch.Tensor:
-        feats = super().forward(vision_feat, mask_logits, binarize, object_score_logits)  # (B, hw, 64)
+    def forward(self, vision_feat: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+        """SAM 2's inputs (``vision_feat (1, 256, h, h)``, then mask_logits, binarize, object_score_logits)."""
+        feats = super().forward(vision_feat, *masks)  # (B, hw, 64)
         B, _, c = feats.shape
         side = vision_feat.shape[-1]
         feats = feats.transpose(1, 2).reshape(B, c, side, side)  # (B, 64, h, h)
@@ -164,18 +158,13 @@ class EdgeTamMemoryAttentionGraph(nn.Module):
     _pointer_tokens = MemoryAttentionGraph._pointer_tokens
 
     forward = MemoryAttentionGraph.forward  # memory (M, B, T, 64): T latents per memory
+    _self_attention = MemoryAttentionGraph._self_attention
 
     def _layer(self, layer, tgt, frames, ptrs, bias, index):
         """One MemoryAttentionLayer: RoPE self-attention, masked RoPEv2 cross-attention, MLP."""
         (mem, mem_pos), (ptr, ptr_pos) = frames, ptrs
         cpu = self.form == "cpu"
-        x = layer.norm1(tgt)
-        qk = x + self.curr_pos if layer.pos_enc_at_attn else x
-        tgt = tgt + rope_self_attention(layer.self_attn, qk, x, self.self_cos, self.self_sin,
-                                        (self.self_cos2, self.self_sin2) if cpu else None,
-                                        _Prefixed(self.rotated[index], "self_") if cpu else None)
-        x = layer.norm2(tgt)
-        q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
+        tgt, q = self._self_attention(layer, tgt, index)
         kf, kp = (mem + mem_pos, ptr + ptr_pos) if layer.pos_enc_at_cross_attn_keys else (mem, ptr)
         v = torch.cat([mem, ptr], dim=1)
         tgt = tgt + _rope_cross_attention_v2(layer.cross_attn_image, q, kf, kp, v, (self.q_cos, self.q_sin),

@@ -9,25 +9,16 @@ per-memory rotation), as ``_prepare_memory_conditioned_features`` calls it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from sam2rt.export.edgetam_graphs import latent_pos
-from sam2rt.export.verify import _seq, _Verifier
+from sam2rt.export.verify import _Verifier
 
 
 class EdgeTamVerifier(_Verifier):
     """``_Verifier`` with the perceiver's memories."""
 
-    def _encode_ref(self, mask_logits, binarize, score) -> torch.Tensor:
-        """Official latents for each object: (B, T, 64)."""
-        outs = []
-        for b in range(mask_logits.shape[0]):
-            high_res = F.interpolate(mask_logits[b:b + 1], size=(self.S, self.S), mode="bilinear",
-                                     align_corners=False)
-            feats, _ = self.m._encode_new_memory([_seq(self.feat)], [(self.h, self.h)], high_res,
-                                                 score[b:b + 1], is_mask_from_pts=bool(binarize[b]))
-            outs.append(feats)  # (1, T, 64): the perceiver's output layout
-        return torch.cat(outs)
+    def _memory_layout(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats  # (1, T, 64): the perceiver's output is already the graph's layout
 
     def _memory_pos(self) -> torch.Tensor:
         return latent_pos(self.m)[:, None]  # (T, 1, 64)

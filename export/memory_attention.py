@@ -279,8 +279,9 @@ class MemoryAttentionGraph(nn.Module):
         out = torch.where(has_memory, out, curr + m.no_mem_embed)  # (B, hw, 256)
         return out.transpose(1, 2).reshape(B, C, side, side)
 
-    def _layer(self, layer, tgt, frames, ptrs, bias, index):
-        """One MemoryAttentionLayer: RoPE self-attention, masked RoPE cross-attention, MLP."""
+    def _self_attention(self, layer, tgt: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A layer's first half (also EdgeTAM's): ``tgt`` after RoPE self-attention, and its cross-attention
+        queries (before projection)."""
         cpu = self.form == "cpu"
         x = layer.norm1(tgt)
         qk = x + self.curr_pos if layer.pos_enc_at_attn else x
@@ -288,7 +289,12 @@ class MemoryAttentionGraph(nn.Module):
                                         (self.self_cos2, self.self_sin2) if cpu else None,
                                         _Prefixed(self.rotated[index], "self_") if cpu else None)
         x = layer.norm2(tgt)
-        q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
+        return tgt, x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
+
+    def _layer(self, layer, tgt, frames, ptrs, bias, index):
+        """One MemoryAttentionLayer: RoPE self-attention, masked RoPE cross-attention, MLP."""
+        cpu = self.form == "cpu"
+        tgt, q = self._self_attention(layer, tgt, index)
         (mem, mem_pos), (ptr, ptr_pos) = frames, ptrs
         if layer.pos_enc_at_cross_attn_keys:
             kf, kp = mem + mem_pos, ptr + ptr_pos

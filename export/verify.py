@@ -88,8 +88,12 @@ class _Verifier:
                                      align_corners=False)
             feats, _ = self.m._encode_new_memory([_seq(self.feat)], [(self.h, self.h)], high_res,
                                                  score[b:b + 1], is_mask_from_pts=bool(binarize[b]))
-            outs.append(feats.flatten(2).transpose(1, 2))
+            outs.append(self._memory_layout(feats))
         return torch.cat(outs)
+
+    def _memory_layout(self, feats: torch.Tensor) -> torch.Tensor:
+        """The official memory of one object in the graph's layout: ``(1, 64, h, w)`` -> ``(1, hw, 64)``."""
+        return feats.flatten(2).transpose(1, 2)
 
     def memory_encoder(self, check: GraphCheck) -> None:
         B, h4 = 4, 4 * self.h
