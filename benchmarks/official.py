@@ -83,7 +83,7 @@ def official_session(predictor: Any, video: str, clicks: Sequence[Click], per_ob
     runs = [api_session(predictor, video, [click], torch.inference_mode) for click in clicks]
     rows = [row for run, click in zip(runs, clicks) for row in split_objects(run.results, [click])]
     return ApiRun(sum(r.init_s for r in runs), sum(r.prompts_s for r in runs), sum(r.propagate_s for r in runs),
-                  sorted(rows, key=_row_order))
+                  sorted(rows, key=_row_order), sum(r.cpu_s for r in runs))
 
 
 def split_objects(results: Sequence[tuple[str, int, list, np.ndarray]],
