@@ -35,7 +35,7 @@ class RecordingRunner(GraphRunner):
     """A runner that keeps a copy of every validated feed, then runs the real runner's ``_run``."""
 
     def __init__(self, inner: GraphRunner) -> None:
-        super().__init__(inner.spec, inner.image_size)
+        super().__init__(inner.spec, inner.image_size, inner.memory_tokens)  # EdgeTAM: T latents per memory
         self.inner = inner
         self.feeds: list[Feeds] = []
 

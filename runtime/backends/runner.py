@@ -33,6 +33,7 @@ class GraphRunner(ABC):
         C.check_image_size(image_size)
         self.spec = spec
         self.image_size = image_size
+        self.memory_tokens = memory_tokens
         self._spatial = C.resolve_dims(image_size, memory_tokens)
         self._warned: set[str] = set()
         for t in spec.inputs + spec.outputs:

@@ -32,3 +32,24 @@ def test_track_segment_bench(edgetam_256: Path, shared_data: Path, tmp_path: Pat
     # object, pair with ours: 2 click rows + 2 objects x 4 frames
     assert official["official_states"].startswith("one inference state per object") and official["iou"]["masks"] == 10
     assert official["iou"]["min"] >= 0.999 and official["speedup_vs_official"] > 0
+    assert official["official_cpu_s_per_frame"] > 0  # summed over the per-object sessions (it was 0)
+
+
+def test_precision_report(edgetam_256: Path, shared_data: Path, tmp_path: Path) -> None:
+    """fp32 and int8-cpu against the official EdgeTAM predictor, per graph on captured feeds (the capture once
+    checked the memory against SAM 2's token count and refused EdgeTAM's)."""
+    from sam2rt.calibration.int8_cpu import convert_int8_cpu
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        (frames / f"{i:05d}.jpg").write_bytes((shared_data / "videos" / "bedroom_frames" / f"{i:05d}.jpg").read_bytes())
+    convert_int8_cpu(edgetam_256, tmp_path / "int8cpu", log=lambda _: None)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"frame": 0, "obj_id": 1, "points": [[300, 300]], "labels": [1]}]))
+    table = tmp_path / "report.md"
+    assert main(["precision-report", "--models", str(edgetam_256), str(tmp_path / "int8cpu"), "--random-weights",
+                 "--seed", "0", "--video", str(frames), "--prompts", str(prompts), "--data", str(frames),
+                 "--frames", "4", "--threads", "1", "--markdown", str(table)]) == 0
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| int8-cpu")]
+    assert any("memory_attention" in r for r in rows) and any("int8cpu" in r for r in rows)
