@@ -16,7 +16,10 @@ Two forms of the attention products (``ATTENTION_FORMS``), equal up to float rou
   heads by ``unsqueeze`` instead of a reshape + transpose copy, and RoPE as ``u·C + u'·S``, where ``u'`` is a
   second projection whose weight rows are each channel pair (re, im) of the first as (-im, re), instead of
   splitting the pairs, rotating and restacking them: the same values (negation is exact and a + b = b + a),
-  four element-wise passes instead of nine, and no copies.
+  four element-wise passes instead of nine, and no copies. And every object's first layer starts from the same
+  frame tokens, so that layer's self-attention and cross-attention queries run once, on one object's worth of
+  tokens, and broadcast against each object's keys (bit-equal; the fused form keeps a copy per object, as
+  TensorRT's attention fusion expects Q, K and V of one batch).
 
 Both put the scale on Q (T·d multiplies instead of T·K on the logits).
 """
@@ -289,7 +292,7 @@ class MemoryAttentionGraph(nn.Module):
                                         (self.self_cos2, self.self_sin2) if cpu else None,
                                         _Prefixed(self.rotated[index], "self_") if cpu else None)
         x = layer.norm2(tgt)
-        return tgt, x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
+        return tgt, (x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x)
 
     def _layer(self, layer, tgt, frames, ptrs, bias, index):
         """One MemoryAttentionLayer: RoPE self-attention, masked RoPE cross-attention, MLP."""
