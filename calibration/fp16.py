@@ -10,9 +10,10 @@ What stays FP32 (the block list, configurable): the converter's own default list
 LayerNormalization and the reductions of the hand-written LayerNorm2d (ReduceMean, Pow, Sqrt), the sine
 encodings (Sin, Cos) and every RoPE rotation node (the Muls against the ``*_cos``/``*_sin`` tables and the
 Add/Sub that combine them), and the decoder's object-score head (three Gemms on one token per object: its
-logit decides presence, and FP16 rounding of the head's hidden activations moves it -- measured below). Graph inputs and outputs stay FP32, so the contract and the runtime are
-unchanged. The attention chain (Q·Kᵀ, scale, additive key mask, Softmax) is FP16 by default, so TensorRT can
-fuse it into one attention kernel (it does so only within one precision); ``attention_fp32`` keeps it FP32.
+logit decides presence, and FP16 rounding of the head's hidden activations moves it -- measured below). Graph
+inputs and outputs stay FP32, so the contract and the runtime are unchanged. The attention chain (Q·Kᵀ,
+scale, additive key mask, Softmax) is FP16 by default, so TensorRT can fuse it into one attention kernel (it
+does so only within one precision); ``attention_fp32`` keeps it FP32.
 Measured against the official predictor (tiny, 512 px, random weights, 40 frames, 2 objects, ONNX Runtime
 CPU): mean IoU 0.998799 with FP16 attention, 0.998826 with FP32 attention. The score head: on a model whose
 object scores sit on the decision boundary (docs/precision.md), the head in FP16 flipped presence on 16 of
@@ -42,8 +43,8 @@ from sam2rt.errors import Sam2rtError
 # (Softmax goes with the attention logits: see Fp16Config.attention_fp32.)
 FP32_OPS = ("LayerNormalization", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Sin", "Cos")
 _ROPE_TABLE_SUFFIXES = ("_cos", "_sin")
-_LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")
-SCORE_HEAD_PREFIX = "/pred_obj_score_head/"  # the mask decoder's object-score MLP (export/ module names)  # scale and key mask between Q·Kᵀ and Softmax
+_LOGIT_PATH_OPS = ("Div", "Mul", "Add", "Where")  # scale and key mask between Q·Kᵀ and Softmax
+SCORE_HEAD_PREFIX = "/pred_obj_score_head/"  # the mask decoder's object-score MLP (export/ module names)
 QDQ_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take FP16 values and scales
 
 

@@ -51,8 +51,9 @@ def quantize_activation_matmuls(model: onnx.ModelProto, exclude: tuple[str, ...]
     nodes: list[onnx.NodeProto] = []
     targets = {n.output[0] for n in activation_matmuls(model) if n.name not in exclude}
     transposes = _sole_transposes(model, targets)
+    moved = {id(t) for t in transposes.values()}
     for node in model.graph.node:
-        if id(node) in {id(t) for t in transposes.values()}:
+        if id(node) in moved:
             continue  # moved after the quantization of its MatMul's right operand (below)
         if node.op_type != "MatMul" or node.output[0] not in targets:
             nodes.append(node)
